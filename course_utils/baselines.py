@@ -1,0 +1,59 @@
+"""Notebook 01's baselines, trained once and loaded from checkpoints by every later notebook."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from .data import DataBundle, get_data
+from .models import build_model
+from .train import History, fit, train_or_load
+
+#: Full-mode training recipe per model family (smoke mode trains 1 epoch).
+RECIPES: dict[str, dict[str, Any]] = {
+    "vit": {"epochs": 15, "lr": 2e-3, "weight_decay": 0.05},
+    "cnn": {"epochs": 6, "lr": 3e-3, "weight_decay": 0.05},
+}
+
+
+def baseline_config(model: str = "vit", norm: str = "dyt", dataset: str = "mnist_5k", smoke: bool = False,
+                    seed: int = 0, epochs: int | None = None, batch_size: int = 64, size: str = "small",
+                    subset: int | None = None) -> dict[str, Any]:
+    """The configuration that identifies a baseline checkpoint."""
+    if model not in RECIPES:
+        raise ValueError(f"model={model!r} is not valid; choose one of {list(RECIPES)}")
+    recipe = dict(RECIPES[model])
+    recipe["epochs"] = epochs if epochs is not None else (1 if smoke else recipe["epochs"])
+    return dict(model=model, norm=norm, size=size, dataset=dataset, smoke=bool(smoke), seed=seed,
+                batch_size=batch_size, subset=subset, **recipe)
+
+
+def checkpoint_name(config: dict[str, Any]) -> str:
+    """File stem of a baseline checkpoint, e.g. ``vit-small-dyt-mnist_5k-full-s0``."""
+    mode = "smoke" if config["smoke"] else "full"
+    return f"{config['model']}-{config['size']}-{config['norm']}-{config['dataset']}-{mode}-s{config['seed']}"
+
+
+def get_baseline(model: str = "vit", norm: str = "dyt", dataset: str = "mnist_5k", smoke: bool = False,
+                 seed: int = 0, epochs: int | None = None, batch_size: int = 64, size: str = "small",
+                 subset: int | None = None, data: DataBundle | None = None, device: str = "auto",
+                 progress: bool = True, force: bool = False) -> tuple[nn.Module, History]:
+    """A trained baseline: loaded from ``checkpoints/`` when its configuration matches, else trained and saved.
+
+    Returns the model on the CPU in eval mode and its training history.
+    """
+    cfg = baseline_config(model, norm, dataset, smoke, seed, epochs, batch_size, size, subset)
+    bundle = data if data is not None else get_data(dataset, batch_size, subset=subset, smoke=smoke, seed=seed)
+    info = bundle.info
+
+    def build() -> nn.Module:
+        return build_model(model, norm, info.num_classes, info.input_shape, size)
+
+    def train(m: nn.Module) -> History:
+        return fit(m, bundle.train_loader, bundle.test_loader, epochs=cfg["epochs"], lr=cfg["lr"],
+                   weight_decay=cfg["weight_decay"], device=device, progress=progress,
+                   desc=checkpoint_name(cfg), seed=seed)
+
+    m, history = train_or_load(checkpoint_name(cfg), build, train, cfg, force=force)
+    return m.cpu(), history

@@ -1,0 +1,270 @@
+"""Models: Dynamic Tanh, norm conversion, a compact ViT and a small ConvNet.
+
+DyT follows Zhu, Chen, He, LeCun & Liu, "Transformers without Normalization" (CVPR 2025):
+``DyT(x) = weight * tanh(alpha * x) + bias`` with one learnable scalar ``alpha`` per layer.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+NORMS_VIT = ("layernorm", "dyt", "identity")
+NORMS_CNN = ("batchnorm", "dyt", "identity")
+MODEL_NAMES = ("vit", "cnn")
+
+#: ViT size presets (embedding dim, depth, heads, MLP ratio); teachers and students use these.
+VIT_PRESETS: dict[str, dict[str, int]] = {
+    "nano": dict(dim=32, depth=2, heads=2, mlp_ratio=2),
+    "tiny": dict(dim=48, depth=3, heads=3, mlp_ratio=2),
+    "small": dict(dim=64, depth=4, heads=4, mlp_ratio=2),
+    "base": dict(dim=96, depth=6, heads=6, mlp_ratio=2),
+    "large": dict(dim=128, depth=8, heads=8, mlp_ratio=2),
+}
+#: ConvNet channel widths per preset.
+CNN_PRESETS: dict[str, tuple[int, ...]] = {
+    "tiny": (16, 32, 64),
+    "small": (32, 64, 128),
+    "base": (64, 128, 256),
+}
+
+
+def _check_choice(name: str, value: str, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r} is not valid; choose one of {list(allowed)}")
+
+
+class DynamicTanh(nn.Module):
+    """DyT: ``weight * tanh(alpha * x) + bias``, a drop-in replacement for LayerNorm/BatchNorm.
+
+    ``alpha`` is one learnable scalar; ``weight``/``bias`` have shape ``normalized_shape``.
+    With ``channels_last=False`` the input is NCHW and weight/bias broadcast over H and W.
+    """
+
+    def __init__(self, normalized_shape: int | Sequence[int], channels_last: bool = True,
+                 alpha_init_value: float = 0.5) -> None:
+        super().__init__()
+        if isinstance(normalized_shape, int):
+            normalized_shape = (normalized_shape,)
+        self.normalized_shape = tuple(int(s) for s in normalized_shape)
+        self.channels_last = channels_last
+        self.alpha_init_value = alpha_init_value
+        self.alpha = nn.Parameter(torch.ones(1) * alpha_init_value)
+        self.weight = nn.Parameter(torch.ones(self.normalized_shape))
+        self.bias = nn.Parameter(torch.zeros(self.normalized_shape))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.tanh(self.alpha * x)
+        if self.channels_last:
+            return x * self.weight + self.bias
+        return x * self.weight[:, None, None] + self.bias[:, None, None]
+
+    def extra_repr(self) -> str:
+        return (f"normalized_shape={self.normalized_shape}, alpha_init_value={self.alpha_init_value}, "
+                f"channels_last={self.channels_last}")
+
+
+def convert_norm_to_dyt(module: nn.Module, convert_batchnorm: bool = False,
+                        alpha_init_value: float = 0.5) -> nn.Module:
+    """Replace every ``nn.LayerNorm`` (and optionally ``nn.BatchNorm2d``) with DyT, in place.
+
+    Works on any module tree, torchvision models included; returns the (possibly new) module.
+    """
+    if isinstance(module, nn.LayerNorm):
+        return DynamicTanh(module.normalized_shape, channels_last=True, alpha_init_value=alpha_init_value)
+    if convert_batchnorm and isinstance(module, nn.BatchNorm2d):
+        return DynamicTanh(module.num_features, channels_last=False, alpha_init_value=alpha_init_value)
+    for name, child in module.named_children():
+        new = convert_norm_to_dyt(child, convert_batchnorm, alpha_init_value)
+        if new is not child:
+            setattr(module, name, new)
+    return module
+
+
+def make_norm(norm: str, dim: int, channels_last: bool = True) -> nn.Module:
+    """Build the normalization layer named ``norm`` for ``dim`` features."""
+    if norm == "layernorm":
+        return nn.LayerNorm(dim)
+    if norm == "batchnorm":
+        return nn.BatchNorm2d(dim)
+    if norm == "dyt":
+        return DynamicTanh(dim, channels_last=channels_last)
+    if norm == "identity":
+        return nn.Identity()
+    raise ValueError(f"norm={norm!r} is not valid; choose one of {sorted(set(NORMS_VIT + NORMS_CNN))}")
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with separate q/k/v projections so heads can be pruned one by one.
+
+    ``head_mask`` (a buffer of ones, one entry per head) scales each head's output; setting an entry
+    to 0 removes that head functionally. ``num_heads`` and ``head_dim`` describe the current shape.
+    """
+
+    def __init__(self, dim: int, num_heads: int, head_dim: int | None = None) -> None:
+        super().__init__()
+        if head_dim is None:
+            if dim % num_heads:
+                raise ValueError(f"dim={dim} must be divisible by num_heads={num_heads}")
+            head_dim = dim // num_heads
+        self.num_heads = num_heads
+        self.head_dim = head_dim
+        inner = num_heads * head_dim
+        self.q = nn.Linear(dim, inner)
+        self.k = nn.Linear(dim, inner)
+        self.v = nn.Linear(dim, inner)
+        self.proj = nn.Linear(inner, dim)
+        self.register_buffer("head_mask", torch.ones(num_heads))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        h, d = self.num_heads, self.head_dim
+
+        def split(t: torch.Tensor) -> torch.Tensor:
+            return t.reshape(b, n, h, d).transpose(1, 2)
+
+        out = F.scaled_dot_product_attention(split(self.q(x)), split(self.k(x)), split(self.v(x)))
+        out = out * self.head_mask.view(1, h, 1, 1)
+        return self.proj(out.transpose(1, 2).reshape(b, n, h * d))
+
+
+class Mlp(nn.Module):
+    """Feed-forward block: ``fc1 -> GELU -> fc2``."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: ``x + attn(norm1(x))`` then ``x + mlp(norm2(x))``."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: int, norm: str) -> None:
+        super().__init__()
+        self.norm1 = make_norm(norm, dim)
+        self.attn = Attention(dim, heads)
+        self.norm2 = make_norm(norm, dim)
+        self.mlp = Mlp(dim, dim * mlp_ratio)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class ViT(nn.Module):
+    """Compact Vision Transformer for small images (28x28 MNIST, 32x32 CIFAR, 8x8 digits).
+
+    Module names are stable: ``patch_embed``, ``blocks.{i}.norm1|attn.{q,k,v,proj}|norm2|mlp.{fc1,fc2}``,
+    ``norm`` and ``head``. The default patch size cuts the image into a 4x4 grid of patches.
+    """
+
+    def __init__(self, img_size: int = 28, in_chans: int = 1, num_classes: int = 10,
+                 patch_size: int | None = None, dim: int = 64, depth: int = 4, heads: int = 4,
+                 mlp_ratio: int = 2, norm: str = "dyt") -> None:
+        super().__init__()
+        _check_choice("norm", norm, NORMS_VIT)
+        patch_size = patch_size or max(1, img_size // 4)
+        if img_size % patch_size:
+            raise ValueError(f"patch_size={patch_size} must divide img_size={img_size}")
+        self.norm_type = norm
+        self.patch_size = patch_size
+        num_patches = (img_size // patch_size) ** 2
+        self.patch_embed = nn.Conv2d(in_chans, dim, kernel_size=patch_size, stride=patch_size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.randn(1, num_patches + 1, dim) * 0.02)
+        self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio, norm) for _ in range(depth))
+        self.norm = make_norm(norm, dim)
+        self.head = nn.Linear(dim, num_classes)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            nn.init.zeros_(m.bias)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the normalized CLS embedding (the input of ``head``)."""
+        x = self.patch_embed(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)[:, 0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+class ConvNet(nn.Module):
+    """Small CNN: stages of ``conv3x3 -> norm -> ReLU -> maxpool``, global average pool, ``head``.
+
+    Module names: ``blocks.{i}.conv``, ``blocks.{i}.norm``, ``blocks.{i}.act``, ``blocks.{i}.pool``, ``head``.
+    """
+
+    def __init__(self, in_chans: int = 1, num_classes: int = 10, widths: Sequence[int] = (32, 64, 128),
+                 norm: str = "batchnorm") -> None:
+        super().__init__()
+        _check_choice("norm", norm, NORMS_CNN)
+        self.norm_type = norm
+        blocks = []
+        prev = in_chans
+        for w in widths:
+            blocks.append(nn.Sequential(OrderedDict(
+                conv=nn.Conv2d(prev, w, 3, padding=1, bias=norm != "batchnorm"),
+                norm=make_norm(norm, w, channels_last=False),
+                act=nn.ReLU(),
+                pool=nn.MaxPool2d(2, ceil_mode=True),
+            )))
+            prev = w
+        self.blocks = nn.Sequential(*blocks)
+        self.head = nn.Linear(prev, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the pooled feature vector (the input of ``head``)."""
+        return self.blocks(x).mean(dim=(2, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def build_model(name: str = "vit", norm: str = "dyt", num_classes: int = 10,
+                input_shape: Sequence[int] = (1, 28, 28), size: str = "small") -> nn.Module:
+    """Build ``"vit"`` or ``"cnn"`` with the given norm, class count, ``(C, H, W)`` input and size preset."""
+    _check_choice("name", name, MODEL_NAMES)
+    c, h, w = (int(v) for v in input_shape)
+    if h != w:
+        raise ValueError(f"input_shape={tuple(input_shape)} must be square")
+    if name == "vit":
+        _check_choice("norm", norm, NORMS_VIT)
+        _check_choice("size", size, list(VIT_PRESETS))
+        return ViT(img_size=h, in_chans=c, num_classes=num_classes, norm=norm, **VIT_PRESETS[size])
+    _check_choice("norm", norm, NORMS_CNN)
+    _check_choice("size", size, list(CNN_PRESETS))
+    return ConvNet(in_chans=c, num_classes=num_classes, widths=CNN_PRESETS[size], norm=norm)
+
+
+def dyt_layers(model: nn.Module) -> dict[str, DynamicTanh]:
+    """All DyT layers of ``model`` by qualified name."""
+    return {n: m for n, m in model.named_modules() if isinstance(m, DynamicTanh)}
+
+
+def norm_parameters(model: nn.Module) -> dict[str, dict[str, float]]:
+    """Summary of every norm layer's affine parameters: alpha (DyT), mean/std of weight (gamma) and bias."""
+    out: dict[str, dict[str, float]] = {}
+    for name, m in model.named_modules():
+        if isinstance(m, (DynamicTanh, nn.LayerNorm, nn.BatchNorm2d)) and getattr(m, "weight", None) is not None:
+            row = {"gamma_mean": m.weight.detach().mean().item(), "gamma_std": m.weight.detach().std().item(),
+                   "beta_mean": m.bias.detach().mean().item()}
+            if isinstance(m, DynamicTanh):
+                row["alpha"] = m.alpha.detach().item()
+            out[name] = row
+    return out

@@ -1,0 +1,214 @@
+"""Training: seeding, device choice, fit/evaluate with tqdm, and checkpoints reused across notebooks."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from .io import atomic_torch_save
+from .paths import checkpoint_dir, relative
+
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+History = dict[str, list[float]]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch so the same seed gives the same numbers on the same machine."""
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed={seed!r} is not valid; it must be an integer >= 0")
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def get_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` picks cuda, then mps, then cpu; otherwise the named device."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if device not in ("cpu", "cuda", "mps") and not device.startswith("cuda:"):
+        raise ValueError(f"device={device!r} is not valid; choose 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
+    return torch.device(device)
+
+
+def cross_entropy_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Default training loss: cross-entropy on the model's logits; returns ``(loss, logits)``."""
+    logits = model(x)
+    return F.cross_entropy(logits, y), logits
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DataLoader, device: str | torch.device = "cpu") -> dict[str, float]:
+    """Mean cross-entropy loss and accuracy of ``model`` on ``loader`` (model put in eval mode)."""
+    device = get_device(device)
+    model.eval()
+    total, loss_sum, correct = 0, 0.0, 0
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        logits = model(x).float()
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+        correct += (logits.argmax(1) == y).sum().item()
+        total += len(y)
+    if total == 0:
+        raise ValueError("loader is empty: nothing to evaluate")
+    return {"loss": loss_sum / total, "accuracy": correct / total}
+
+
+def warmup_cosine(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    """LR multiplier: linear warm-up for ``warmup_steps`` then cosine decay to 0 at ``total_steps``."""
+    def f(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return f
+
+
+def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader | None = None, epochs: int = 10,
+        lr: float = 1e-3, weight_decay: float = 0.05, device: str | torch.device = "auto",
+        loss_fn: LossFn = cross_entropy_loss, after_step: Callable[[nn.Module, int], None] | None = None,
+        after_epoch: Callable[[nn.Module, int, dict[str, float]], None] | None = None,
+        warmup_fraction: float = 0.05, progress: bool = True, desc: str = "train",
+        params: list[nn.Parameter] | None = None, seed: int | None = None) -> History:
+    """Train with AdamW and a warm-up + cosine schedule; returns the per-epoch history.
+
+    ``loss_fn(model, x, y) -> (loss, logits)`` customizes the objective (distillation, QAT);
+    ``after_step(model, step)`` runs after every optimizer step (re-apply pruning masks);
+    ``after_epoch(model, epoch, record)`` may add extra keys to that epoch's record (e.g. DyT alpha).
+    ``seed`` reseeds torch and the loader's shuffling first, so a run does not depend on what ran before it.
+    """
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs={epochs!r} is not valid; it must be an integer >= 1")
+    if lr <= 0:
+        raise ValueError(f"lr={lr!r} is not valid; it must be > 0")
+    if seed is not None:
+        seed_everything(seed)
+        if getattr(train_loader, "generator", None) is not None:
+            train_loader.generator.manual_seed(seed)
+    device = get_device(device)
+    model.to(device)
+    trainable = params if params is not None else [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in trainable if p.ndim >= 2]
+    no_decay = [p for p in trainable if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+    total = epochs * len(train_loader)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total, int(warmup_fraction * total)))
+    history: History = {}
+    step = 0
+    bar = tqdm(range(epochs), desc=desc, disable=not progress, unit="epoch")
+    for epoch in bar:
+        model.train()
+        seen, loss_sum, correct = 0, 0.0, 0
+        for x, y in tqdm(train_loader, desc=f"epoch {epoch + 1}", leave=False, disable=not progress):
+            x, y = x.to(device), y.to(device)
+            loss, logits = loss_fn(model, x, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            if after_step is not None:
+                after_step(model, step)
+            seen += len(y)
+            loss_sum += loss.item() * len(y)
+            correct += (logits.argmax(1) == y).sum().item()
+        record = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,
+                  "lr": opt.param_groups[0]["lr"]}
+        if test_loader is not None:
+            ev = evaluate(model, test_loader, device)
+            record.update(test_loss=ev["loss"], test_acc=ev["accuracy"])
+        if after_epoch is not None:
+            after_epoch(model, epoch + 1, record)
+        for k, v in record.items():
+            history.setdefault(k, []).append(v)
+        bar.set_postfix({k: round(v, 4) for k, v in record.items() if k in ("train_loss", "test_acc")})
+    return history
+
+
+# ----------------------------------------------------------------------------------------------- checkpoints
+
+def _canonical(config: dict[str, Any]) -> str:
+    return json.dumps(config, sort_keys=True, default=str)
+
+
+def save_checkpoint(path: os.PathLike | str, model: nn.Module, config: dict[str, Any],
+                    history: History | None = None) -> Path:
+    """Save weights, the configuration that produced them and the history, atomically."""
+    payload = {"config": _canonical(config), "state_dict": model.state_dict(), "history": history or {}}
+    return atomic_torch_save(payload, path)
+
+
+def load_checkpoint(path: os.PathLike | str, model: nn.Module, config: dict[str, Any],
+                    verbose: bool = True) -> History | None:
+    """Load ``path`` into ``model`` if it exists, is readable and was made with ``config``.
+
+    Returns the stored history, or ``None`` (with a message saying why) when the checkpoint can't be used.
+    """
+    path = Path(path)
+    say = print if verbose else (lambda *a, **k: None)
+    if not path.exists():
+        say(f"No checkpoint at {relative(path)}: training from scratch.")
+        return None
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        stored = payload["config"]
+        state = payload["state_dict"]
+    except Exception as e:  # noqa: BLE001 - any unreadable file counts as corrupt
+        say(f"Checkpoint {relative(path)} is corrupt or unreadable ({type(e).__name__}): retraining.")
+        return None
+    if stored != _canonical(config):
+        old, new = json.loads(stored), json.loads(_canonical(config))
+        diff = {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}
+        say(f"Checkpoint {relative(path)} was trained with another configuration {diff}: retraining.")
+        return None
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        say(f"Checkpoint {relative(path)} does not fit this model ({str(e).splitlines()[0]}): retraining.")
+        return None
+    say(f"Loaded checkpoint {relative(path)}.")
+    return payload.get("history", {})
+
+
+def train_or_load(name: str, build: Callable[[], nn.Module], train: Callable[[nn.Module], History],
+                  config: dict[str, Any], directory: os.PathLike | str | None = None, force: bool = False,
+                  verbose: bool = True) -> tuple[nn.Module, History]:
+    """Return a trained model named ``name``: loaded from its checkpoint when ``config`` matches, else trained.
+
+    ``build()`` makes a fresh model (called after seeding with ``config["seed"]`` when present) and
+    ``train(model)`` trains it and returns its history; the result is saved atomically for later notebooks.
+    """
+    path = Path(directory if directory is not None else checkpoint_dir()) / f"{name}.pt"
+    if "seed" in config:
+        seed_everything(int(config["seed"]))
+    model = build()
+    if not force:
+        history = load_checkpoint(path, model, config, verbose)
+        if history is not None:
+            return model.eval(), history
+    if "seed" in config:
+        seed_everything(int(config["seed"]))
+        model = build()
+    history = train(model)
+    save_checkpoint(path, model.cpu(), config, history)
+    if verbose:
+        print(f"Saved checkpoint {relative(path)}.")
+    return model.eval(), history

@@ -1,0 +1,13 @@
+"""Test isolation: every test writes figures, results and checkpoints into its own temporary folder."""
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def isolated_outputs(tmp_path, monkeypatch):
+    monkeypatch.setenv("COURSE_FIGURES_DIR", str(tmp_path / "figures"))
+    monkeypatch.setenv("COURSE_RESULTS_PATH", str(tmp_path / "results.json"))
+    monkeypatch.setenv("COURSE_CHECKPOINT_DIR", str(tmp_path / "checkpoints"))
+    torch.manual_seed(0)
+    yield
