@@ -6,15 +6,17 @@ from typing import Any
 
 from torch import nn
 
-from .data import DataBundle, get_data
+from .data import DataBundle, get_data, random_shift
 from .models import build_model
 from .train import History, fit, train_or_load
 
 #: Full-mode training recipe per model family (smoke mode trains 1 epoch).
+#: Both use random shifts of up to 2 pixels as augmentation (``course_utils.data.random_shift``).
 RECIPES: dict[str, dict[str, Any]] = {
-    "vit": {"epochs": 15, "lr": 2e-3, "weight_decay": 0.05},
-    "cnn": {"epochs": 6, "lr": 3e-3, "weight_decay": 0.05},
+    "vit": {"epochs": 30, "lr": 3e-3, "weight_decay": 0.05, "augment": "shift"},
+    "cnn": {"epochs": 8, "lr": 3e-3, "weight_decay": 0.05, "augment": "shift"},
 }
+AUGMENTATIONS = {"shift": random_shift, "none": None}
 
 
 def baseline_config(model: str = "vit", norm: str = "dyt", dataset: str = "mnist_5k", smoke: bool = False,
@@ -53,7 +55,7 @@ def get_baseline(model: str = "vit", norm: str = "dyt", dataset: str = "mnist_5k
     def train(m: nn.Module) -> History:
         return fit(m, bundle.train_loader, bundle.test_loader, epochs=cfg["epochs"], lr=cfg["lr"],
                    weight_decay=cfg["weight_decay"], device=device, progress=progress,
-                   desc=checkpoint_name(cfg), seed=seed)
+                   desc=checkpoint_name(cfg), seed=seed, augment=AUGMENTATIONS[cfg["augment"]])
 
     m, history = train_or_load(checkpoint_name(cfg), build, train, cfg, force=force)
     return m.cpu(), history

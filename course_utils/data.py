@@ -166,6 +166,26 @@ def get_data(name: str = "mnist_5k", batch_size: int = 64, subset: int | None = 
     return DataBundle(train_loader, test_loader, info)
 
 
+def random_shift(x: torch.Tensor, max_shift: int = 2) -> torch.Tensor:
+    """Augmentation: translate every image of a batch by its own random offset of up to ``max_shift`` pixels.
+
+    Borders are filled by replicating the edge; uses torch's global RNG, so it is seeded like training.
+    """
+    if max_shift < 0:
+        raise ValueError(f"max_shift={max_shift} is not valid; it must be >= 0")
+    if max_shift == 0:
+        return x
+    b, c, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (max_shift,) * 4, mode="replicate")
+    oy = torch.randint(0, 2 * max_shift + 1, (b,), device=x.device)
+    ox = torch.randint(0, 2 * max_shift + 1, (b,), device=x.device)
+    rows = (oy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+    cols = (ox[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
+    batch = torch.arange(b, device=x.device)[:, None, None, None]
+    chans = torch.arange(c, device=x.device)[None, :, None, None]
+    return padded[batch, chans, rows, cols]
+
+
 def stack_loader(loader: DataLoader, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """All (or the first ``limit``) examples of ``loader`` as two tensors ``(x, y)``."""
     xs, ys, n = [], [], 0

@@ -86,13 +86,15 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader | No
         loss_fn: LossFn = cross_entropy_loss, after_step: Callable[[nn.Module, int], None] | None = None,
         after_epoch: Callable[[nn.Module, int, dict[str, float]], None] | None = None,
         warmup_fraction: float = 0.05, progress: bool = True, desc: str = "train",
-        params: list[nn.Parameter] | None = None, seed: int | None = None) -> History:
+        params: list[nn.Parameter] | None = None, seed: int | None = None,
+        augment: Callable[[torch.Tensor], torch.Tensor] | None = None) -> History:
     """Train with AdamW and a warm-up + cosine schedule; returns the per-epoch history.
 
     ``loss_fn(model, x, y) -> (loss, logits)`` customizes the objective (distillation, QAT);
     ``after_step(model, step)`` runs after every optimizer step (re-apply pruning masks);
     ``after_epoch(model, epoch, record)`` may add extra keys to that epoch's record (e.g. DyT alpha).
     ``seed`` reseeds torch and the loader's shuffling first, so a run does not depend on what ran before it.
+    ``augment(x)`` transforms each training batch (e.g. ``course_utils.data.random_shift``).
     """
     if not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs={epochs!r} is not valid; it must be an integer >= 1")
@@ -119,6 +121,8 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader | No
         seen, loss_sum, correct = 0, 0.0, 0
         for x, y in tqdm(train_loader, desc=f"epoch {epoch + 1}", leave=False, disable=not progress):
             x, y = x.to(device), y.to(device)
+            if augment is not None:
+                x = augment(x)
             loss, logits = loss_fn(model, x, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -111,3 +111,17 @@ def test_missing_torchvision_data_explains_download(tmp_path):
 def test_bad_data_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         D.get_data(**kwargs)
+
+
+def test_random_shift_translates_each_image_within_bounds():
+    x = torch.arange(4 * 25, dtype=torch.float32).reshape(4, 1, 5, 5)
+    torch.manual_seed(0)
+    y = D.random_shift(x, max_shift=1)
+    assert y.shape == x.shape
+    for i in range(4):  # every output is some shift of its own input, never another image's
+        shifts = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+                  if torch.equal(y[i, 0, 1:4, 1:4], x[i, 0, 1 + dy:4 + dy, 1 + dx:4 + dx])]
+        assert shifts, f"image {i} is not a shift of its input"
+    assert torch.equal(D.random_shift(x, 0), x)
+    with pytest.raises(ValueError, match="max_shift=-1"):
+        D.random_shift(x, -1)

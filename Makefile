@@ -1,0 +1,49 @@
+# The course's two commands:  `make run` (set up, then the whole series in batch)  and  `make test`.
+# Both create the virtual environment in .venv on first use; nothing is installed by hand.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.course-installed
+ARGS ?=
+TEST_OUT := $(CURDIR)/runs/test
+# Keep test artefacts (smoke checkpoints, figures, results) away from the full run's.
+TEST_ENV := COURSE_CHECKPOINT_DIR=$(TEST_OUT)/checkpoints COURSE_FIGURES_DIR=$(TEST_OUT)/figures \
+            COURSE_RESULTS_PATH=$(TEST_OUT)/results.json
+
+.PHONY: setup run smoke test unit notebooks lint student clean
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (DyT course)" >/dev/null
+	@touch $(STAMP)
+
+setup: $(STAMP)  ## create .venv and install everything
+
+run: setup  ## the main job: every notebook in order, full mode (pass ARGS="--smoke -p seed=1" etc.)
+	$(PY) -m course_utils.running $(ARGS)
+
+smoke: setup  ## the whole series in smoke mode (about a minute per notebook)
+	$(PY) -m course_utils.running --smoke $(ARGS)
+
+lint: setup
+	$(PY) -m ruff check course_utils tests
+
+unit: setup  ## unit tests of course_utils
+	$(PY) -m pytest -q tests
+
+notebooks: setup  ## papermill runs the series in smoke mode, then nbval validates every notebook
+	rm -rf $(TEST_OUT)
+	$(TEST_ENV) $(PY) -m course_utils.running --smoke --output-dir $(TEST_OUT)/executed
+	$(TEST_ENV) COURSE_SMOKE=1 $(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env notebooks
+
+test: lint unit notebooks  ## everything CI checks
+
+student: setup  ## student versions of the notebooks (solutions stripped) in student/
+	$(PY) -m course_utils.grading --out student
+
+clean:
+	rm -rf runs student .pytest_cache
