@@ -11,7 +11,7 @@ TEST_OUT := $(CURDIR)/runs/test
 TEST_ENV := COURSE_CHECKPOINT_DIR=$(TEST_OUT)/checkpoints COURSE_FIGURES_DIR=$(TEST_OUT)/figures \
             COURSE_RESULTS_PATH=$(TEST_OUT)/results.json
 
-.PHONY: setup run smoke test unit notebooks lint student clean
+.PHONY: setup run smoke test unit notebooks lint student clean outputs
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -47,3 +47,8 @@ student: setup  ## student versions of the notebooks (solutions stripped) in stu
 
 clean:
 	rm -rf runs student .pytest_cache
+
+outputs: setup  ## re-execute the notebooks in place (full mode) so the repository ships them with outputs
+	cd notebooks && for nb in [0-9][0-9]_*.ipynb; do \
+	  echo "executing $$nb"; TQDM_DISABLE=1 ../$(PY) -m jupyter nbconvert --to notebook --execute --inplace \
+	    --ExecutePreprocessor.timeout=-1 --ExecutePreprocessor.kernel_name=python3 $$nb || exit 1; done

@@ -48,6 +48,11 @@ def get_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(device)
 
 
+def show_progress(progress: bool = True) -> bool:
+    """Whether to draw tqdm bars: ``progress`` unless the environment sets ``TQDM_DISABLE=1`` (batch runs)."""
+    return progress and os.environ.get("TQDM_DISABLE", "0") in ("", "0")
+
+
 def cross_entropy_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Default training loss: cross-entropy on the model's logits; returns ``(loss, logits)``."""
     logits = model(x)
@@ -115,6 +120,7 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader | No
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total, int(warmup_fraction * total)))
     history: History = {}
     step = 0
+    progress = show_progress(progress)
     bar = tqdm(range(epochs), desc=desc, disable=not progress, unit="epoch")
     for epoch in bar:
         model.train()

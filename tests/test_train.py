@@ -111,3 +111,12 @@ def test_failed_save_leaves_old_checkpoint_intact(tmp_path, monkeypatch):
         save_checkpoint(path, tiny_model(), {"v": 2})
     assert path.read_bytes() == good
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_checkpoint_has_ordinary_permissions(tmp_path):
+    import os
+    import stat
+    path = save_checkpoint(tmp_path / "m.pt", tiny_model(), {})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask

@@ -1,0 +1,62 @@
+"""Every notebook of the series follows the lab conventions (fast static checks; nbval executes them)."""
+
+import re
+
+import nbformat
+import pytest
+
+from course_utils.grading import BEGIN, END, strip_solutions
+from course_utils.running import discover
+
+NOTEBOOKS = discover()
+ABSOLUTE_PATH = re.compile(r"(?:/root|/home/[a-z]+|/tmp|/work|/Users/\w+)/[\w./-]+")
+
+
+def test_the_series_is_there():
+    assert [nb.name[:2] for nb in NOTEBOOKS][:4] == ["01", "02", "03", "04"]
+
+
+@pytest.fixture(params=NOTEBOOKS, ids=lambda p: p.name)
+def nb(request):
+    return nbformat.read(request.param, as_version=4)
+
+
+def test_parameters_cell_reads_environment(nb):
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, "exactly one cell must be tagged 'parameters'"
+    src = tagged[0].source
+    for name in ("smoke", "dataset", "seed", "device"):
+        assert re.search(rf'^{name} = param\("{name}"', src, re.M), f"parameter {name!r} missing or not via param()"
+
+
+def test_introduction_states_goals_and_measured_run_times(nb):
+    intro = nb.cells[0].source
+    assert nb.cells[0].cell_type == "markdown" and "goals" in intro.lower()
+    assert re.search(r"full mode about [\d.]+ ?(?:min|s)", intro), "full-mode run time not stated"
+    assert re.search(r"smoke mode about [\d.]+ ?(?:min|s)", intro), "smoke-mode run time not stated"
+
+
+def test_exercises_have_solutions_and_checks(nb):
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    exercises = [i for i, c in enumerate(code) if BEGIN in c.source]
+    assert len(exercises) >= 2, "a lab has at least two exercises"
+    for i in exercises:
+        assert code[i].source.count(BEGIN) == code[i].source.count(END)
+        assert "NotImplementedError" in strip_solutions(code[i].source)
+        follow = code[i + 1].source if i + 1 < len(code) else ""
+        assert follow.startswith("# NBVAL_CHECK_OUTPUT") and "assert" in follow, \
+            f"exercise cell {i} is not followed by an asserting check cell"
+
+
+def test_figures_saved_and_results_recorded(nb):
+    src = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert "savefig(" in src and "record(" in src
+
+
+def test_committed_outputs_are_clean(nb):
+    for c in nb.cells:
+        for out in c.get("outputs", []):
+            assert out.output_type != "error", "stored error output"
+            text = str(out.get("text", "")) + str(out.get("data", {}).get("text/plain", ""))
+            assert not ABSOLUTE_PATH.search(text), f"machine path in output: {ABSOLUTE_PATH.search(text).group()}"
+    assert nb.metadata.get("kernelspec", {}).get("name") == "python3"
