@@ -71,12 +71,11 @@ def measure_latency(model: nn.Module, example: torch.Tensor, min_run_time: float
                     num_threads: int | None = None) -> float:
     """Median CPU latency in milliseconds of ``model(example)`` with ``torch.utils.benchmark``."""
     model.eval()
-    timer = benchmark.Timer(stmt="model(x)", setup="torch.set_grad_enabled(False)",
-                            globals={"model": model, "x": example, "torch": torch},
+    timer = benchmark.Timer(stmt="model(x)", globals={"model": model, "x": example},
                             num_threads=num_threads or torch.get_num_threads())
-    with torch.no_grad():
+    with torch.no_grad():  # a context, not set_grad_enabled: training afterwards still gets gradients
         model(example)  # warm-up outside the timed region
-    return timer.blocked_autorange(min_run_time=min_run_time).median * 1e3
+        return timer.blocked_autorange(min_run_time=min_run_time).median * 1e3
 
 
 @torch.no_grad()

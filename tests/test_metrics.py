@@ -53,6 +53,7 @@ def test_latency_is_positive_and_bigger_batch_costs_more():
     t1 = measure_latency(m, torch.randn(1, 256), min_run_time=0.05)
     t512 = measure_latency(m, torch.randn(512, 256), min_run_time=0.05)
     assert 0 < t1 < t512
+    assert torch.is_grad_enabled(), "measuring latency switched autograd off for the rest of the process"
 
 
 def test_accuracy_and_cosine_similarity():
