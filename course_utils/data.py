@@ -162,7 +162,9 @@ def get_data(name: str = "mnist_5k", batch_size: int = 64, subset: int | None = 
     info.train_size, info.test_size = len(train), len(test)
     gen = torch.Generator().manual_seed(seed)
     train_loader = DataLoader(train, batch_size=batch_size, shuffle=True, generator=gen)
-    test_loader = DataLoader(test, batch_size=max(batch_size, 256), shuffle=False)
+    # its own generator, so evaluating never advances torch's global RNG (and never changes a later result)
+    test_loader = DataLoader(test, batch_size=max(batch_size, 256), shuffle=False,
+                             generator=torch.Generator().manual_seed(seed))
     return DataBundle(train_loader, test_loader, info)
 
 

@@ -125,3 +125,13 @@ def test_random_shift_translates_each_image_within_bounds():
     assert torch.equal(D.random_shift(x, 0), x)
     with pytest.raises(ValueError, match="max_shift=-1"):
         D.random_shift(x, -1)
+
+
+def test_evaluating_does_not_advance_the_global_rng():
+    bundle = D.get_data("digits", batch_size=64)
+    torch.manual_seed(0)
+    expected = torch.rand(1)
+    torch.manual_seed(0)
+    for _ in bundle.test_loader:
+        pass
+    assert torch.equal(torch.rand(1), expected)
