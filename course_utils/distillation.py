@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .train import History, evaluate, get_device, warmup_cosine
+from .train import History, evaluate, get_device, make_optimizer
 
 #: Loss terms the training loop understands (weights are given per term).
 LOSS_TERMS = ("ce", "kd", "hint", "crd", "infonce")
@@ -462,12 +462,7 @@ def _train(student: nn.Module, teacher: nn.Module | None, train_loader: DataLoad
                                  crd_momentum).to(device)
 
     trainable = [p for p in student.parameters() if p.requires_grad] + list(criterion.parameters())
-    decay = [p for p in trainable if p.ndim >= 2]
-    no_decay = [p for p in trainable if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=lr)
-    total_steps = epochs * len(loader)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total_steps, int(warmup_fraction * total_steps)))
+    opt, sched = make_optimizer(trainable, lr, weight_decay, epochs * len(loader), warmup_fraction)
     history: History = {}
     bar = tqdm(range(epochs), desc=desc, disable=not progress, unit="epoch")
     for epoch in bar:

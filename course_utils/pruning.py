@@ -364,17 +364,29 @@ def units_to_keep(importance: torch.Tensor, amount: float) -> torch.Tensor:
     return order[: n - n_remove].sort().values
 
 
-def _linear(src: nn.Linear, out_idx: torch.Tensor | None = None, in_idx: torch.Tensor | None = None) -> nn.Linear:
+def _sliced(src: nn.Module, out_idx: torch.Tensor | None, in_idx: torch.Tensor | None):
+    """The (masked) weight and bias of ``src`` restricted to the kept output/input units."""
     w = effective_weight(src)
     w = w[out_idx] if out_idx is not None else w
     w = w[:, in_idx] if in_idx is not None else w
-    new = nn.Linear(w.shape[1], w.shape[0], bias=src.bias is not None, device=w.device)
+    b = None
+    if src.bias is not None:
+        b = effective_weight(src, "bias")
+        b = b[out_idx] if out_idx is not None else b
+    return w, b
+
+
+def _copy_into(new: nn.Module, w: torch.Tensor, b: torch.Tensor | None) -> nn.Module:
     with torch.no_grad():
         new.weight.copy_(w)
-        if src.bias is not None:
-            b = effective_weight(src, "bias")
-            new.bias.copy_(b[out_idx] if out_idx is not None else b)
+        if b is not None:
+            new.bias.copy_(b)
     return new
+
+
+def _linear(src: nn.Linear, out_idx: torch.Tensor | None = None, in_idx: torch.Tensor | None = None) -> nn.Linear:
+    w, b = _sliced(src, out_idx, in_idx)
+    return _copy_into(nn.Linear(w.shape[1], w.shape[0], bias=b is not None, device=w.device), w, b)
 
 
 def _mask_param(module: nn.Module, name: str, keep: torch.Tensor, dim: int = 0) -> None:
@@ -482,17 +494,10 @@ def _slice_norm(norm: nn.Module, keep: torch.Tensor) -> nn.Module:
 
 
 def _conv(src: nn.Conv2d, out_idx: torch.Tensor | None, in_idx: torch.Tensor | None) -> nn.Conv2d:
-    w = effective_weight(src)
-    w = w[out_idx] if out_idx is not None else w
-    w = w[:, in_idx] if in_idx is not None else w
+    w, b = _sliced(src, out_idx, in_idx)
     new = nn.Conv2d(w.shape[1], w.shape[0], src.kernel_size, src.stride, src.padding, src.dilation,
-                    bias=src.bias is not None, device=w.device)
-    with torch.no_grad():
-        new.weight.copy_(w)
-        if src.bias is not None:
-            b = effective_weight(src, "bias")
-            new.bias.copy_(b[out_idx] if out_idx is not None else b)
-    return new
+                    bias=b is not None, device=w.device)
+    return _copy_into(new, w, b)
 
 
 def prune_conv_channels(model: ConvNet, amount: float, p: float = 2, physical: bool = True) -> ConvNet:

@@ -86,6 +86,18 @@ def warmup_cosine(total_steps: int, warmup_steps: int) -> Callable[[int], float]
     return f
 
 
+def make_optimizer(params: list[nn.Parameter], lr: float, weight_decay: float, total_steps: int,
+                   warmup_fraction: float = 0.05) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW (no weight decay on vectors and scalars: biases, norm gains, DyT alpha) and a per-step
+    warm-up + cosine schedule over ``total_steps``."""
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total_steps, int(warmup_fraction * total_steps)))
+    return opt, sched
+
+
 def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader | None = None, epochs: int = 10,
         lr: float = 1e-3, weight_decay: float = 0.05, device: str | torch.device = "auto",
         loss_fn: LossFn = cross_entropy_loss, after_step: Callable[[nn.Module, int], None] | None = None,
@@ -112,12 +124,7 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader | No
     device = get_device(device)
     model.to(device)
     trainable = params if params is not None else [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in trainable if p.ndim >= 2]
-    no_decay = [p for p in trainable if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=lr)
-    total = epochs * len(train_loader)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total, int(warmup_fraction * total)))
+    opt, sched = make_optimizer(trainable, lr, weight_decay, epochs * len(train_loader), warmup_fraction)
     history: History = {}
     step = 0
     progress = show_progress(progress)
