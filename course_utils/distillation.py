@@ -422,7 +422,7 @@ def distill(student: nn.Module, teacher: nn.Module | None, train_loader: DataLoa
             and _num_classes(teacher) != _num_classes(student):
         raise ValueError(f"student has {_num_classes(student)} classes but teacher has {_num_classes(teacher)}; "
                          "distillation needs the same classes")
-    with torch.enable_grad():  # e.g. torch.utils.benchmark's setup may have switched autograd off globally
+    with torch.enable_grad():  # training needs autograd even when distill() is called inside a no_grad block
         return _train(student, teacher, train_loader, test_loader, losses, needs_teacher, temperature, hint_layers,
                       crd_dim, crd_negatives, crd_temperature, crd_momentum, epochs, lr, weight_decay,
                       warmup_fraction, get_device(device), seed, cache_teacher and augment is None, eval_every,
