@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .train import History, evaluate, get_device, make_optimizer
+from .train import History, evaluate, get_device, make_optimizer, show_progress
 
 #: Loss terms the training loop understands (weights are given per term).
 LOSS_TERMS = ("ce", "kd", "hint", "crd", "infonce")
@@ -464,7 +464,7 @@ def _train(student: nn.Module, teacher: nn.Module | None, train_loader: DataLoad
     trainable = [p for p in student.parameters() if p.requires_grad] + list(criterion.parameters())
     opt, sched = make_optimizer(trainable, lr, weight_decay, epochs * len(loader), warmup_fraction)
     history: History = {}
-    bar = tqdm(range(epochs), desc=desc, disable=not progress, unit="epoch")
+    bar = tqdm(range(epochs), desc=desc, disable=not show_progress(progress), unit="epoch")
     for epoch in bar:
         student.train()
         criterion.train()

@@ -32,7 +32,7 @@ from torch.nn.utils import prune
 from torch.utils.data import DataLoader
 
 from .metrics import count_flops, count_parameters, measure_latency, size_on_disk
-from .models import Attention, ConvNet, DynamicTanh, ViT
+from .models import Attention, ConvNet, DynamicTanh, ViT, norm_parameters
 from .train import evaluate
 
 #: Module types whose ``weight`` the unstructured functions prune by default.
@@ -764,15 +764,8 @@ def amdahl_speedup(matrix_share: float, flop_reduction: float, other_reduction: 
 
 def norm_snapshot(model: nn.Module) -> dict[str, float]:
     """Flat ``{"alpha/<layer>": ..., "gamma_std/<layer>": ..., "gamma_mean/<layer>": ...}`` for every norm layer."""
-    out = {}
-    for name, m in model.named_modules():
-        if isinstance(m, (DynamicTanh, nn.LayerNorm, nn.BatchNorm2d)) and getattr(m, "weight", None) is not None:
-            g = effective_weight(m).float()
-            out[f"gamma_std/{name}"] = float(g.std())
-            out[f"gamma_mean/{name}"] = float(g.mean())
-            if isinstance(m, DynamicTanh):
-                out[f"alpha/{name}"] = float(m.alpha.detach())
-    return out
+    return {f"{key}/{name}": row[key] for name, row in norm_parameters(model).items()
+            for key in ("gamma_std", "gamma_mean", "alpha") if key in row}
 
 
 def track_norms() -> Callable[[nn.Module, int, dict[str, float]], None]:
