@@ -8,7 +8,8 @@ from torch import nn
 
 from .data import DataBundle, get_data, random_shift
 from .models import build_model
-from .train import History, fit, train_or_load
+from .checkpoints import train_or_load
+from .train import History, fit
 
 #: Full-mode training recipe per model family (smoke mode trains 1 epoch).
 #: Both use random shifts of up to 2 pixels as augmentation (``course_utils.data.random_shift``).

@@ -31,7 +31,7 @@ from torch import nn
 from torch.nn.utils import prune
 from torch.utils.data import DataLoader
 
-from .metrics import count_flops, count_parameters, measure_latency, size_on_disk
+from .metrics import count_flops, count_parameters, size_on_disk
 from .models import Attention, ConvNet, DynamicTanh, ViT, norm_parameters
 from .train import evaluate
 

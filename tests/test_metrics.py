@@ -8,7 +8,7 @@ from course_utils.metrics import (
     accuracy,
     count_flops,
     count_parameters,
-    measure_latency,
+    benchmark,
     model_report,
     output_cosine_similarity,
     size_on_disk,
@@ -48,12 +48,37 @@ def test_flops_count_cpu_attention():
     assert count_flops(v, torch.zeros(1, 1, 28, 28)) == patch + block_linear + attention + head
 
 
-def test_latency_is_positive_and_bigger_batch_costs_more():
-    m = nn.Sequential(nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 256))
-    t1 = measure_latency(m, torch.randn(1, 256), min_run_time=0.05)
-    t512 = measure_latency(m, torch.randn(512, 256), min_run_time=0.05)
-    assert 0 < t1 < t512
-    assert torch.is_grad_enabled(), "measuring latency switched autograd off for the rest of the process"
+def test_benchmark_times_side_by_side_with_paired_speedups():
+    small = nn.Sequential(nn.Linear(64, 64))
+    big = nn.Sequential(nn.Linear(64, 2048), nn.ReLU(), nn.Linear(2048, 64))
+    df = benchmark({"big": big, "small": small}, (64,), batch_sizes=(1, 256), rounds=3, min_run_time=0.02)
+    assert list(df.index) == ["big", "small"]
+    assert df.loc["big", "speedup_b1"] == 1.0 and df.loc["big", "speedup_b256"] == 1.0
+    assert df.loc["small", "speedup_b256"] > 2, "a 64x64 layer should beat a 64->2048->64 MLP at batch 256"
+    assert 0 < df.loc["small", "ms_b1"] < df.loc["big", "ms_b256"]
+    assert (df.filter(like="spread_") >= 0).all().all()
+    assert len(df.attrs["times"]["small|256"]) == 3
+    assert torch.is_grad_enabled(), "benchmarking switched autograd off for the rest of the process"
+    # any callable can be timed, e.g. an edge runtime's predict function
+    df = benchmark({"model": small, "fn": lambda x: small(x).numpy()}, inputs={4: torch.randn(4, 64)}, rounds=1,
+                   min_run_time=0.01, baseline="fn")
+    assert df.loc["fn", "speedup_b4"] == 1.0
+    with pytest.raises(ValueError, match="baseline='nope'"):
+        benchmark({"a": small}, (64,), baseline="nope")
+    with pytest.raises(ValueError, match="rounds=0"):
+        benchmark({"a": small}, (64,), rounds=0)
+    with pytest.raises(ValueError, match="candidates is empty"):
+        benchmark({}, (64,))
+
+
+def test_pruned_count_is_never_stale():
+    from course_utils.pruning import GradualPruner
+
+    m = nn.Sequential(nn.Linear(32, 32), nn.Linear(32, 32))
+    pruner = GradualPruner(m, 0.5, total_steps=1, frequency=1)
+    pruner(m, 1)  # masks reach 50% before any forward pass refreshed module.weight
+    masked = sum(int((lin.weight_mask == 0).sum()) for lin in m)
+    assert count_parameters(m)["zero"] == masked == 1024
 
 
 def test_accuracy_and_cosine_similarity():
@@ -76,6 +101,8 @@ def test_accuracy_and_cosine_similarity():
 def test_model_report_row():
     bundle = get_data("digits", batch_size=64)
     m = ViT(8, 1, 10, dim=16, depth=1, heads=2)
-    row = model_report(m, bundle.test_loader, (1, 8, 8), batch_sizes=(1, 8), min_run_time=0.02)
-    assert set(row) >= {"accuracy", "params", "nonzero_params", "size_kb", "mflops", "latency_ms_b1", "latency_ms_b8"}
-    assert row["params"] == sum(p.numel() for p in m.parameters())
+    df = model_report({"vit": m, "same": m}, bundle.test_loader, (1, 8, 8), batch_sizes=(1, 8), rounds=1,
+                      min_run_time=0.02)
+    assert set(df.columns) >= {"accuracy", "params", "nonzero_params", "size_kb", "mflops", "ms_b1", "ms_b8",
+                               "speedup_b1"}
+    assert df.loc["vit", "params"] == sum(p.numel() for p in m.parameters())

@@ -1,0 +1,156 @@
+"""What a model costs in time: the one benchmark of the course, an operator profile and Amdahl's law.
+
+Every latency number in the notebooks comes from :func:`benchmark`. It times all candidates in the same call,
+in interleaved rounds, so a burst of background load hits every model of a round instead of one model; a speedup
+is the median over rounds of the ratio measured *within* each round. Batch-1 latency on a busy laptop is bimodal:
+more rounds, not longer rounds, make the median trustworthy.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # benchmark imports it; no CUDA noise
+from torch.utils import benchmark as tbench  # noqa: E402
+
+Candidate = nn.Module | Callable[[torch.Tensor], Any]
+
+
+def _check_positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}={value!r} is not valid; it must be an integer >= 1")
+    return value
+
+
+def _callable(candidate: Candidate) -> Callable[[torch.Tensor], Any]:
+    if isinstance(candidate, nn.Module):
+        candidate.eval()
+        return candidate
+    if not callable(candidate):
+        raise ValueError(f"a benchmark candidate must be an nn.Module or a callable, got {type(candidate).__name__}")
+    return candidate
+
+
+def _time(fn: Callable[[torch.Tensor], Any], x: torch.Tensor, min_run_time: float, threads: int) -> float:
+    """Median seconds per call of ``fn(x)`` (``torch.utils.benchmark``), after one warm-up call."""
+    timer = tbench.Timer(stmt="fn(x)", globals={"fn": fn, "x": x}, num_threads=threads)
+    with torch.no_grad():  # a context manager: autograd is back on for whatever runs next
+        fn(x)
+        return timer.blocked_autorange(min_run_time=min_run_time).median
+
+
+def benchmark(candidates: Mapping[str, Candidate], example_shape: Sequence[int] | None = None,
+              batch_sizes: Sequence[int] = (1, 64), *, rounds: int = 5, min_run_time: float = 0.1,
+              baseline: str | None = None, inputs: Mapping[int, torch.Tensor] | None = None,
+              num_threads: int | None = None) -> pd.DataFrame:
+    """CPU latency of every candidate at every batch size, measured side by side.
+
+    ``candidates`` maps names to models or to any callable taking a batch (an ONNX Runtime session wrapper, a
+    compiled model). Inputs are random images of ``example_shape`` (C, H, W), or the tensors in ``inputs``
+    keyed by batch size. Each of ``rounds`` rounds times every candidate once per batch size for ``min_run_time``
+    seconds (the order reverses every other round). Returns one row per candidate with, per batch size:
+    ``ms_b{bs}`` (median over rounds), ``spread_b{bs}`` (inter-quartile range over rounds, ms) and
+    ``speedup_b{bs}`` (median over rounds of the ``baseline``'s time divided by this candidate's, both from the
+    same round; the baseline is the first candidate unless named).
+    """
+    if not candidates:
+        raise ValueError("candidates is empty: give at least one model to time")
+    _check_positive_int("rounds", rounds)
+    if not min_run_time > 0:
+        raise ValueError(f"min_run_time={min_run_time!r} is not valid; it must be > 0 seconds")
+    names = list(candidates)
+    baseline = names[0] if baseline is None else baseline
+    if baseline not in candidates:
+        raise ValueError(f"baseline={baseline!r} is not one of the candidates {names}")
+    if inputs is None:
+        if example_shape is None:
+            raise ValueError("give example_shape (C, H, W) or inputs {batch_size: tensor}")
+        for bs in batch_sizes:
+            _check_positive_int("batch size", bs)
+        gen = torch.Generator().manual_seed(0)
+        inputs = {bs: torch.randn(bs, *example_shape, generator=gen) for bs in batch_sizes}
+    fns = {n: _callable(c) for n, c in candidates.items()}
+    threads = num_threads or torch.get_num_threads()
+    times = {(n, bs): [] for n in names for bs in inputs}
+    for r in range(rounds):
+        for n in (names if r % 2 == 0 else names[::-1]):
+            for bs, x in inputs.items():
+                times[n, bs].append(_time(fns[n], x, min_run_time, threads) * 1e3)
+    rows = []
+    for n in names:
+        row: dict[str, Any] = {"model": n}
+        for bs in inputs:
+            t = np.array(times[n, bs])
+            row[f"ms_b{bs}"] = float(np.median(t))
+            row[f"spread_b{bs}"] = float(np.subtract(*np.percentile(t, [75, 25])))
+            row[f"speedup_b{bs}"] = float(np.median(np.array(times[baseline, bs]) / t))
+        rows.append(row)
+    df = pd.DataFrame(rows).set_index("model")
+    df.attrs.update(rounds=rounds, min_run_time=min_run_time, threads=threads, baseline=baseline,
+                    times={f"{n}|{bs}": v for (n, bs), v in times.items()})
+    return df
+
+
+# ----------------------------------------------------------------------------------------- where time goes
+
+#: Operators whose work structured pruning shrinks (matrix multiplies, convolutions, attention).
+MATRIX_OPS = ("aten::addmm", "aten::mm", "aten::bmm", "aten::matmul", "aten::mkldnn_convolution",
+              "aten::convolution", "aten::_scaled_dot_product_flash_attention_for_cpu",
+              "aten::_scaled_dot_product_attention_math")
+
+
+@contextmanager
+def _quiet_fd2() -> Iterator[None]:
+    """Silence C++ writes to file descriptor 2 (the profiler's start/stop log lines) for the duration."""
+    sys.stderr.flush()
+    try:
+        saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        yield
+        return
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def op_time_breakdown(model: nn.Module, example: torch.Tensor, repeats: int = 3) -> pd.DataFrame:
+    """Self CPU time and calls per operator of ``model(example)`` (``torch.profiler``), per forward, largest first.
+
+    ``matrix`` marks the operators in :data:`MATRIX_OPS`; ``share`` is each operator's fraction of the total.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    _check_positive_int("repeats", repeats)
+    model.cpu().eval()
+    with torch.no_grad():
+        model(example)
+        with _quiet_fd2(), profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(repeats):
+                model(example)
+    rows = [{"op": e.key, "calls": e.count / repeats, "ms": e.self_cpu_time_total / 1e3 / repeats}
+            for e in prof.key_averages() if e.self_cpu_time_total > 0]
+    df = pd.DataFrame(rows, columns=["op", "calls", "ms"]).sort_values("ms", ascending=False).reset_index(drop=True)
+    df["matrix"] = df.op.isin(MATRIX_OPS)
+    df["share"] = df.ms / df.ms.sum()
+    return df
+
+
+def amdahl_speedup(matrix_share: float, flop_reduction: float, other_reduction: float = 1.0) -> float:
+    """Amdahl's law: the ``matrix_share`` of the time shrinks by ``flop_reduction``, the rest by ``other_reduction``."""
+    if not 0 <= matrix_share <= 1 or flop_reduction <= 0 or other_reduction <= 0:
+        raise ValueError("matrix_share must be in [0, 1]; flop_reduction and other_reduction must be > 0")
+    return 1.0 / (matrix_share / flop_reduction + (1.0 - matrix_share) / other_reduction)
