@@ -13,7 +13,17 @@ import torch
 
 from .paths import figures_dir, relative
 
-sns.set_theme(style="whitegrid", context="notebook")
+#: One colour per normalization for the whole course (every plot of every notebook uses these).
+NORM_COLORS: dict[str, str] = {"dyt": "#1f77b4", "layernorm": "#ff7f0e", "batchnorm": "#2ca02c", "identity": "#7f7f7f"}
+#: Display names of the normalizations.
+NORM_LABELS: dict[str, str] = {"dyt": "DyT", "layernorm": "LayerNorm", "batchnorm": "BatchNorm", "identity": "none"}
+
+
+def norm_color(norm: str) -> str:
+    """The course colour of a normalization (``"dyt"``, ``"layernorm"``, ``"batchnorm"``, ``"identity"``)."""
+    if norm not in NORM_COLORS:
+        raise ValueError(f"norm={norm!r} has no course colour; choose one of {list(NORM_COLORS)}")
+    return NORM_COLORS[norm]
 
 
 def savefig(fig: plt.Figure, name: str, directory: os.PathLike | str | None = None) -> Path:
