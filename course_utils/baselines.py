@@ -6,9 +6,10 @@ from typing import Any
 
 from torch import nn
 
+from .args import check_choice
+from .checkpoints import train_or_load
 from .data import DataBundle, get_data, random_shift
 from .models import build_model
-from .checkpoints import train_or_load
 from .train import History, fit
 
 #: Full-mode training recipe per model family (smoke mode trains 1 epoch).
@@ -18,40 +19,47 @@ RECIPES: dict[str, dict[str, Any]] = {
     "cnn": {"epochs": 8, "lr": 3e-3, "weight_decay": 0.05, "augment": "shift"},
 }
 AUGMENTATIONS = {"shift": random_shift, "none": None}
+#: DyT's default initial alpha (the paper's value for non-LLM models).
+DEFAULT_ALPHA = 0.5
 
 
 def baseline_config(model: str = "vit", norm: str = "dyt", dataset: str = "mnist_5k", smoke: bool = False,
                     seed: int = 0, epochs: int | None = None, batch_size: int = 64, size: str = "small",
-                    subset: int | None = None) -> dict[str, Any]:
+                    subset: int | None = None, alpha_init: float = DEFAULT_ALPHA) -> dict[str, Any]:
     """The configuration that identifies a baseline checkpoint."""
-    if model not in RECIPES:
-        raise ValueError(f"model={model!r} is not valid; choose one of {list(RECIPES)}")
+    check_choice("model", model, RECIPES)
     recipe = dict(RECIPES[model])
     recipe["epochs"] = epochs if epochs is not None else (1 if smoke else recipe["epochs"])
-    return dict(model=model, norm=norm, size=size, dataset=dataset, smoke=bool(smoke), seed=seed,
-                batch_size=batch_size, subset=subset, **recipe)
+    cfg = dict(model=model, norm=norm, size=size, dataset=dataset, smoke=bool(smoke), seed=seed,
+               batch_size=batch_size, subset=subset, **recipe)
+    if alpha_init != DEFAULT_ALPHA:
+        cfg["alpha_init"] = float(alpha_init)
+    return cfg
 
 
 def checkpoint_name(config: dict[str, Any]) -> str:
-    """File stem of a baseline checkpoint, e.g. ``vit-small-dyt-mnist_5k-full-s0``."""
+    """File stem of a baseline checkpoint, e.g. ``vit-small-dyt-mnist_5k-full-s0`` (``-a1`` for alpha_init=1)."""
     mode = "smoke" if config["smoke"] else "full"
-    return f"{config['model']}-{config['size']}-{config['norm']}-{config['dataset']}-{mode}-s{config['seed']}"
+    alpha = f"-a{config['alpha_init']:g}" if "alpha_init" in config else ""
+    return (f"{config['model']}-{config['size']}-{config['norm']}{alpha}-{config['dataset']}-{mode}"
+            f"-s{config['seed']}")
 
 
 def get_baseline(model: str = "vit", norm: str = "dyt", dataset: str = "mnist_5k", smoke: bool = False,
                  seed: int = 0, epochs: int | None = None, batch_size: int = 64, size: str = "small",
                  subset: int | None = None, data: DataBundle | None = None, device: str = "auto",
-                 progress: bool = True, force: bool = False) -> tuple[nn.Module, History]:
+                 progress: bool = True, force: bool = False,
+                 alpha_init: float = DEFAULT_ALPHA) -> tuple[nn.Module, History]:
     """A trained baseline: loaded from ``checkpoints/`` when its configuration matches, else trained and saved.
 
     Returns the model on the CPU in eval mode and its training history.
     """
-    cfg = baseline_config(model, norm, dataset, smoke, seed, epochs, batch_size, size, subset)
+    cfg = baseline_config(model, norm, dataset, smoke, seed, epochs, batch_size, size, subset, alpha_init)
     bundle = data if data is not None else get_data(dataset, batch_size, subset=subset, smoke=smoke, seed=seed)
     info = bundle.info
 
     def build() -> nn.Module:
-        return build_model(model, norm, info.num_classes, info.input_shape, size)
+        return build_model(model, norm, info.num_classes, info.input_shape, size, alpha_init=alpha_init)
 
     def train(m: nn.Module) -> History:
         return fit(m, bundle.train_loader, bundle.test_loader, epochs=cfg["epochs"], lr=cfg["lr"],

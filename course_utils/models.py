@@ -1,4 +1,4 @@
-"""Models: Dynamic Tanh, norm conversion, a compact ViT and a small ConvNet.
+"""Models: Dynamic Tanh, norm conversion, a compact ViT, a small ConvNet, and what their norm layers learned.
 
 DyT follows Zhu, Chen, He, LeCun & Liu, "Transformers without Normalization" (CVPR 2025):
 ``DyT(x) = weight * tanh(alpha * x) + bias`` with one learnable scalar ``alpha`` per layer.
@@ -7,11 +7,14 @@ DyT follows Zhu, Chen, He, LeCun & Liu, "Transformers without Normalization" (CV
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .modules import effective_weight, of_type, replace_modules
 
 NORMS_VIT = ("layernorm", "dyt", "identity")
 NORMS_CNN = ("batchnorm", "dyt", "identity")
@@ -36,6 +39,18 @@ CNN_PRESETS: dict[str, tuple[int, ...]] = {
 def _check_choice(name: str, value: str, allowed: Sequence[str]) -> None:
     if value not in allowed:
         raise ValueError(f"{name}={value!r} is not valid; choose one of {list(allowed)}")
+
+
+def _check_alpha_init(value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        raise ValueError(f"alpha_init={value!r} is not valid; it must be a finite number > 0 (the paper uses 0.5)")
+
+
+def _check_input(x: torch.Tensor, channels: int, size: int | None = None) -> None:
+    """A clear error for images of the wrong shape (instead of a shape mismatch deep inside a layer)."""
+    if x.ndim != 4 or x.shape[1] != channels or (size is not None and tuple(x.shape[2:]) != (size, size)):
+        want = f"(batch, {channels}, {size}, {size})" if size is not None else f"(batch, {channels}, H, W)"
+        raise ValueError(f"input of shape {tuple(x.shape)} does not fit this model; it expects {want}")
 
 
 class DynamicTanh(nn.Module):
@@ -70,29 +85,28 @@ class DynamicTanh(nn.Module):
 
 def convert_norm_to_dyt(module: nn.Module, convert_batchnorm: bool = False,
                         alpha_init_value: float = 0.5) -> nn.Module:
-    """Replace every ``nn.LayerNorm`` (and optionally ``nn.BatchNorm2d``) with DyT, in place.
+    """Replace every ``nn.LayerNorm`` (and optionally ``nn.BatchNorm2d``) with DyT of the same shape, in place.
 
     Works on any module tree, torchvision models included; returns the (possibly new) module.
     """
-    if isinstance(module, nn.LayerNorm):
-        return DynamicTanh(module.normalized_shape, channels_last=True, alpha_init_value=alpha_init_value)
-    if convert_batchnorm and isinstance(module, nn.BatchNorm2d):
-        return DynamicTanh(module.num_features, channels_last=False, alpha_init_value=alpha_init_value)
-    for name, child in module.named_children():
-        new = convert_norm_to_dyt(child, convert_batchnorm, alpha_init_value)
-        if new is not child:
-            setattr(module, name, new)
-    return module
+    types = (nn.LayerNorm, nn.BatchNorm2d) if convert_batchnorm else (nn.LayerNorm,)
+
+    def to_dyt(norm: nn.Module, fqn: str) -> DynamicTanh:
+        if isinstance(norm, nn.LayerNorm):
+            return DynamicTanh(norm.normalized_shape, channels_last=True, alpha_init_value=alpha_init_value)
+        return DynamicTanh(norm.num_features, channels_last=False, alpha_init_value=alpha_init_value)
+
+    return replace_modules(module, to_dyt, of_type(*types))
 
 
-def make_norm(norm: str, dim: int, channels_last: bool = True) -> nn.Module:
-    """Build the normalization layer named ``norm`` for ``dim`` features."""
+def make_norm(norm: str, dim: int, channels_last: bool = True, alpha_init: float = 0.5) -> nn.Module:
+    """Build the normalization layer named ``norm`` for ``dim`` features (``alpha_init``: DyT's initial alpha)."""
     if norm == "layernorm":
         return nn.LayerNorm(dim)
     if norm == "batchnorm":
         return nn.BatchNorm2d(dim)
     if norm == "dyt":
-        return DynamicTanh(dim, channels_last=channels_last)
+        return DynamicTanh(dim, channels_last=channels_last, alpha_init_value=alpha_init)
     if norm == "identity":
         return nn.Identity()
     raise ValueError(f"norm={norm!r} is not valid; choose one of {sorted(set(NORMS_VIT + NORMS_CNN))}")
@@ -148,11 +162,11 @@ class Mlp(nn.Module):
 class Block(nn.Module):
     """Pre-norm transformer block: ``x + attn(norm1(x))`` then ``x + mlp(norm2(x))``."""
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: int, norm: str) -> None:
+    def __init__(self, dim: int, heads: int, mlp_ratio: int, norm: str, alpha_init: float = 0.5) -> None:
         super().__init__()
-        self.norm1 = make_norm(norm, dim)
+        self.norm1 = make_norm(norm, dim, alpha_init=alpha_init)
         self.attn = Attention(dim, heads)
-        self.norm2 = make_norm(norm, dim)
+        self.norm2 = make_norm(norm, dim, alpha_init=alpha_init)
         self.mlp = Mlp(dim, dim * mlp_ratio)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -169,20 +183,22 @@ class ViT(nn.Module):
 
     def __init__(self, img_size: int = 28, in_chans: int = 1, num_classes: int = 10,
                  patch_size: int | None = None, dim: int = 64, depth: int = 4, heads: int = 4,
-                 mlp_ratio: int = 2, norm: str = "dyt") -> None:
+                 mlp_ratio: int = 2, norm: str = "dyt", alpha_init: float = 0.5) -> None:
         super().__init__()
         _check_choice("norm", norm, NORMS_VIT)
+        _check_alpha_init(alpha_init)
         patch_size = patch_size or max(1, img_size // 4)
         if img_size % patch_size:
             raise ValueError(f"patch_size={patch_size} must divide img_size={img_size}")
         self.norm_type = norm
+        self.img_size, self.in_chans = img_size, in_chans
         self.patch_size = patch_size
         num_patches = (img_size // patch_size) ** 2
         self.patch_embed = nn.Conv2d(in_chans, dim, kernel_size=patch_size, stride=patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embed = nn.Parameter(torch.randn(1, num_patches + 1, dim) * 0.02)
-        self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio, norm) for _ in range(depth))
-        self.norm = make_norm(norm, dim)
+        self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio, norm, alpha_init) for _ in range(depth))
+        self.norm = make_norm(norm, dim, alpha_init=alpha_init)
         self.head = nn.Linear(dim, num_classes)
         self.apply(self._init_weights)
 
@@ -194,6 +210,7 @@ class ViT(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Return the normalized CLS embedding (the input of ``head``)."""
+        _check_input(x, self.in_chans, self.img_size)
         x = self.patch_embed(x).flatten(2).transpose(1, 2)
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
         for block in self.blocks:
@@ -211,16 +228,18 @@ class ConvNet(nn.Module):
     """
 
     def __init__(self, in_chans: int = 1, num_classes: int = 10, widths: Sequence[int] = (32, 64, 128),
-                 norm: str = "batchnorm") -> None:
+                 norm: str = "batchnorm", alpha_init: float = 0.5) -> None:
         super().__init__()
         _check_choice("norm", norm, NORMS_CNN)
+        _check_alpha_init(alpha_init)
         self.norm_type = norm
+        self.in_chans = in_chans
         blocks = []
         prev = in_chans
         for w in widths:
             blocks.append(nn.Sequential(OrderedDict(
                 conv=nn.Conv2d(prev, w, 3, padding=1, bias=norm != "batchnorm"),
-                norm=make_norm(norm, w, channels_last=False),
+                norm=make_norm(norm, w, channels_last=False, alpha_init=alpha_init),
                 act=nn.ReLU(),
                 pool=nn.MaxPool2d(2, ceil_mode=True),
             )))
@@ -230,6 +249,7 @@ class ConvNet(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Return the pooled feature vector (the input of ``head``)."""
+        _check_input(x, self.in_chans)
         return self.blocks(x).mean(dim=(2, 3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -237,19 +257,25 @@ class ConvNet(nn.Module):
 
 
 def build_model(name: str = "vit", norm: str = "dyt", num_classes: int = 10,
-                input_shape: Sequence[int] = (1, 28, 28), size: str = "small") -> nn.Module:
-    """Build ``"vit"`` or ``"cnn"`` with the given norm, class count, ``(C, H, W)`` input and size preset."""
+                input_shape: Sequence[int] = (1, 28, 28), size: str = "small", alpha_init: float = 0.5) -> nn.Module:
+    """Build ``"vit"`` or ``"cnn"`` with the given norm, class count, ``(C, H, W)`` input, size preset and, for
+    DyT, initial alpha."""
     _check_choice("name", name, MODEL_NAMES)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f"num_classes={num_classes!r} is not valid; it must be an integer >= 2")
+    if len(tuple(input_shape)) != 3 or any(int(v) < 1 for v in input_shape):
+        raise ValueError(f"input_shape={tuple(input_shape)} is not valid; give (channels, height, width)")
     c, h, w = (int(v) for v in input_shape)
     if h != w:
         raise ValueError(f"input_shape={tuple(input_shape)} must be square")
     if name == "vit":
         _check_choice("norm", norm, NORMS_VIT)
         _check_choice("size", size, list(VIT_PRESETS))
-        return ViT(img_size=h, in_chans=c, num_classes=num_classes, norm=norm, **VIT_PRESETS[size])
+        return ViT(img_size=h, in_chans=c, num_classes=num_classes, norm=norm, alpha_init=alpha_init,
+                   **VIT_PRESETS[size])
     _check_choice("norm", norm, NORMS_CNN)
     _check_choice("size", size, list(CNN_PRESETS))
-    return ConvNet(in_chans=c, num_classes=num_classes, widths=CNN_PRESETS[size], norm=norm)
+    return ConvNet(in_chans=c, num_classes=num_classes, widths=CNN_PRESETS[size], norm=norm, alpha_init=alpha_init)
 
 
 def dyt_layers(model: nn.Module) -> dict[str, DynamicTanh]:
@@ -262,9 +288,42 @@ def norm_parameters(model: nn.Module) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     for name, m in model.named_modules():
         if isinstance(m, (DynamicTanh, nn.LayerNorm, nn.BatchNorm2d)) and getattr(m, "weight", None) is not None:
-            row = {"gamma_mean": m.weight.detach().mean().item(), "gamma_std": m.weight.detach().std().item(),
-                   "beta_mean": m.bias.detach().mean().item()}
+            gamma, beta = effective_weight(m), effective_weight(m, "bias")
+            row = {"gamma_mean": gamma.mean().item(), "gamma_std": gamma.std().item(), "beta_mean": beta.mean().item()}
             if isinstance(m, DynamicTanh):
                 row["alpha"] = m.alpha.detach().item()
             out[name] = row
     return out
+
+
+def norm_snapshot(model: nn.Module) -> dict[str, float]:
+    """Flat ``{"alpha/<layer>": ..., "gamma_std/<layer>": ..., "gamma_mean/<layer>": ...}`` for every norm layer."""
+    return {f"{key}/{name}": row[key] for name, row in norm_parameters(model).items()
+            for key in ("gamma_std", "gamma_mean", "alpha") if key in row}
+
+
+def track_norms() -> Callable[[nn.Module, int, dict[str, float]], None]:
+    """A ``fit(after_epoch=...)`` callback adding :func:`norm_snapshot` to each epoch's record."""
+    def after_epoch(model: nn.Module, epoch: int, record: dict[str, float]) -> None:
+        record.update(norm_snapshot(model))
+    return after_epoch
+
+
+def norm_trajectory(history: dict[str, list[float]], start: dict[str, float] | None = None) -> pd.DataFrame:
+    """Long table (epoch, quantity, layer, value) from a tracked history; ``start`` is the epoch-0 snapshot."""
+    rows = []
+    if start:
+        rows += [{"epoch": 0, "quantity": k.split("/", 1)[0], "layer": k.split("/", 1)[1], "value": v}
+                 for k, v in start.items()]
+    for k, values in history.items():
+        if "/" in k:
+            q, layer = k.split("/", 1)
+            rows += [{"epoch": e, "quantity": q, "layer": layer, "value": v}
+                     for e, v in zip(history["epoch"], values)]
+    return pd.DataFrame(rows, columns=["epoch", "quantity", "layer", "value"])
+
+
+def mean_alpha(model: nn.Module) -> float:
+    """Mean learned alpha over the DyT layers (NaN for a model without DyT)."""
+    layers = dyt_layers(model)
+    return float(sum(m.alpha.item() for m in layers.values()) / len(layers)) if layers else float("nan")

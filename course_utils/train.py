@@ -1,14 +1,20 @@
-"""Training: seeding, device choice, fit/evaluate with tqdm, and checkpoints reused across notebooks."""
+"""Training: the course's one training loop, with seeding, device choice and evaluation.
+
+Baselines, fine-tuning after pruning, quantization-aware training and distillation all run through :func:`fit`:
+what changes is the loss (``loss_fn``, which may return several named terms and read extra batch fields such as
+the example index), what happens after each step (``after_step``: re-apply pruning masks) and after each epoch
+(``after_epoch``: record DyT's alpha). Settings live in one small dataclass, :class:`TrainConfig`.
+"""
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import math
 import os
 import random
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -17,16 +23,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .io import atomic_torch_save
-from .paths import checkpoint_dir, relative
-
-LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 History = dict[str, list[float]]
 
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch so the same seed gives the same numbers on the same machine."""
-    if not isinstance(seed, int) or seed < 0:
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed={seed!r} is not valid; it must be an integer >= 0")
     random.seed(seed)
     np.random.seed(seed)
@@ -34,17 +36,19 @@ def seed_everything(seed: int) -> None:
 
 
 def get_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` picks cuda, then mps, then cpu; otherwise the named device."""
+    """``"auto"`` picks cuda, then mps, then cpu; a named device must exist on this machine."""
     if isinstance(device, torch.device):
         return device
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
     if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if device not in ("cpu", "cuda", "mps") and not device.startswith("cuda:"):
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if mps else "cpu")
+    if not isinstance(device, str) or not (device in ("cpu", "cuda", "mps") or device.startswith("cuda:")):
         raise ValueError(f"device={device!r} is not valid; choose 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} is not available: this machine has no CUDA GPU "
+                         "(torch.cuda.is_available() is False); use 'auto' or 'cpu'")
+    if device == "mps" and not mps:
+        raise ValueError("device='mps' is not available on this machine; use 'auto' or 'cpu'")
     return torch.device(device)
 
 
@@ -53,10 +57,83 @@ def show_progress(progress: bool = True) -> bool:
     return progress and os.environ.get("TQDM_DISABLE", "0") in ("", "0")
 
 
-def cross_entropy_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Default training loss: cross-entropy on the model's logits; returns ``(loss, logits)``."""
-    logits = model(x)
-    return F.cross_entropy(logits, y), logits
+# --------------------------------------------------------------------------------------------- configuration
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train: AdamW with linear warm-up and cosine decay, evaluated every ``eval_every`` epochs.
+
+    ``seed`` reseeds torch and the loader's shuffling first, so a run does not depend on what ran before it.
+    """
+
+    epochs: int = 10
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_fraction: float = 0.05
+    grad_clip: float | None = None
+    eval_every: int = 1
+    seed: int | None = None
+    device: str = "auto"
+    progress: bool = True
+    desc: str = "train"
+
+    def __post_init__(self) -> None:
+        def bad(name: str, rule: str) -> ValueError:
+            return ValueError(f"{name}={getattr(self, name)!r} is not valid; it must be {rule}")
+
+        for name in ("epochs", "eval_every"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise bad(name, "an integer >= 1")
+        if not _finite(self.lr) or self.lr <= 0:
+            raise bad("lr", "a finite number > 0")
+        if not _finite(self.weight_decay) or self.weight_decay < 0:
+            raise bad("weight_decay", "a finite number >= 0")
+        if not _finite(self.warmup_fraction) or not 0 <= self.warmup_fraction < 1:
+            raise bad("warmup_fraction", "a number in [0, 1)")
+        if self.grad_clip is not None and (not _finite(self.grad_clip) or self.grad_clip <= 0):
+            raise bad("grad_clip", "a finite number > 0 or None")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0):
+            raise bad("seed", "an integer >= 0 or None")
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+# --------------------------------------------------------------------------------------------- batches, losses
+
+@dataclass
+class Batch:
+    """One training batch: images, labels and, when the loader yields them, the examples' dataset indices."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    index: torch.Tensor | None = None
+
+    @classmethod
+    def from_loader(cls, item: Sequence[torch.Tensor], device: torch.device) -> Batch:
+        if len(item) not in (2, 3):
+            raise ValueError(f"a loader batch must be (x, y) or (x, y, index); got {len(item)} fields")
+        return cls(*(t.to(device) for t in item))
+
+
+class StepOutput(NamedTuple):
+    """What a loss function returns: the total to minimize, the logits (for accuracy) and its named terms."""
+
+    loss: torch.Tensor
+    logits: torch.Tensor
+    terms: dict[str, torch.Tensor] = {}
+
+
+#: ``loss_fn(model, batch) -> StepOutput`` (or ``(loss, logits)``). An ``nn.Module`` loss is trained too.
+LossFn = Callable[[nn.Module, Batch], "StepOutput | tuple[torch.Tensor, torch.Tensor]"]
+
+
+def cross_entropy_loss(model: nn.Module, batch: Batch) -> StepOutput:
+    """The default loss: cross-entropy of the model's logits."""
+    logits = model(batch.x)
+    return StepOutput(F.cross_entropy(logits, batch.y), logits)
 
 
 @torch.no_grad()
@@ -65,8 +142,8 @@ def evaluate(model: nn.Module, loader: DataLoader, device: str | torch.device = 
     device = get_device(device)
     model.eval()
     total, loss_sum, correct = 0, 0.0, 0
-    for x, y in loader:
-        x, y = x.to(device), y.to(device)
+    for batch in loader:
+        x, y = batch[0].to(device), batch[1].to(device)
         logits = model(x).float()
         loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
         correct += (logits.argmax(1) == y).sum().item()
@@ -75,6 +152,8 @@ def evaluate(model: nn.Module, loader: DataLoader, device: str | torch.device = 
         raise ValueError("loader is empty: nothing to evaluate")
     return {"loss": loss_sum / total, "accuracy": correct / total}
 
+
+# --------------------------------------------------------------------------------------------- optimizer
 
 def warmup_cosine(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
     """LR multiplier: linear warm-up for ``warmup_steps`` then cosine decay to 0 at ``total_steps``."""
@@ -90,6 +169,8 @@ def make_optimizer(params: list[nn.Parameter], lr: float, weight_decay: float, t
                    warmup_fraction: float = 0.05) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
     """AdamW (no weight decay on vectors and scalars: biases, norm gains, DyT alpha) and a per-step
     warm-up + cosine schedule over ``total_steps``."""
+    if not params:
+        raise ValueError("no trainable parameters: every parameter has requires_grad=False")
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
@@ -98,63 +179,81 @@ def make_optimizer(params: list[nn.Parameter], lr: float, weight_decay: float, t
     return opt, sched
 
 
-def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader | None = None, epochs: int = 10,
-        lr: float = 1e-3, weight_decay: float = 0.05, device: str | torch.device = "auto",
-        loss_fn: LossFn = cross_entropy_loss, after_step: Callable[[nn.Module, int], None] | None = None,
-        after_epoch: Callable[[nn.Module, int, dict[str, float]], None] | None = None,
-        warmup_fraction: float = 0.05, progress: bool = True, desc: str = "train",
-        params: list[nn.Parameter] | None = None, seed: int | None = None,
-        augment: Callable[[torch.Tensor], torch.Tensor] | None = None) -> History:
-    """Train with AdamW and a warm-up + cosine schedule; returns the per-epoch history.
+# --------------------------------------------------------------------------------------------- the loop
 
-    ``loss_fn(model, x, y) -> (loss, logits)`` customizes the objective (distillation, QAT);
-    ``after_step(model, step)`` runs after every optimizer step (re-apply pruning masks);
-    ``after_epoch(model, epoch, record)`` may add extra keys to that epoch's record (e.g. DyT alpha).
-    ``seed`` reseeds torch and the loader's shuffling first, so a run does not depend on what ran before it.
-    ``augment(x)`` transforms each training batch (e.g. ``course_utils.data.random_shift``).
+def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader | None = None,
+        config: TrainConfig | None = None, *, loss_fn: LossFn = cross_entropy_loss,
+        after_step: Callable[[nn.Module, int], None] | None = None,
+        after_epoch: Callable[[nn.Module, int, dict[str, float]], None] | None = None,
+        augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        params: list[nn.Parameter] | None = None, **overrides: Any) -> History:
+    """Train ``model``; returns the per-epoch history (``epoch, lr, train_loss, train_acc, loss_<term>...`` and
+    ``test_epoch, test_loss, test_acc`` every ``eval_every`` epochs and at the last one).
+
+    ``config`` (default ``TrainConfig()``) with keyword ``overrides`` such as ``epochs=2, lr=1e-3``.
+    ``loss_fn(model, batch)`` computes the objective; when it is an ``nn.Module`` (a distillation loss with its
+    own heads) its trainable parameters join the optimizer. ``after_step(model, step)`` runs after every optimizer
+    step; ``after_epoch(model, epoch, record)`` may add keys to the epoch's record. ``augment(x)`` transforms every
+    training batch; ``params`` restricts what is trained (e.g. everything but DyT's alpha).
     """
-    if not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs={epochs!r} is not valid; it must be an integer >= 1")
-    if lr <= 0:
-        raise ValueError(f"lr={lr!r} is not valid; it must be > 0")
-    if seed is not None:
-        seed_everything(seed)
+    cfg = dataclasses.replace(config or TrainConfig(), **overrides)
+    if len(train_loader) == 0:
+        raise ValueError("train_loader is empty: there is nothing to train on")
+    device = get_device(cfg.device)
+    if cfg.seed is not None:
+        seed_everything(cfg.seed)
         if getattr(train_loader, "generator", None) is not None:
-            train_loader.generator.manual_seed(seed)
-    device = get_device(device)
+            train_loader.generator.manual_seed(cfg.seed)
     model.to(device)
     trainable = params if params is not None else [p for p in model.parameters() if p.requires_grad]
-    opt, sched = make_optimizer(trainable, lr, weight_decay, epochs * len(train_loader), warmup_fraction)
+    if isinstance(loss_fn, nn.Module):
+        loss_fn.to(device)
+        trainable = trainable + [p for p in loss_fn.parameters() if p.requires_grad]
+    opt, sched = make_optimizer(trainable, cfg.lr, cfg.weight_decay, cfg.epochs * len(train_loader),
+                                cfg.warmup_fraction)
     history: History = {}
     step = 0
-    progress = show_progress(progress)
-    bar = tqdm(range(epochs), desc=desc, disable=not progress, unit="epoch")
-    for epoch in bar:
-        model.train()
-        seen, loss_sum, correct = 0, 0.0, 0
-        for x, y in tqdm(train_loader, desc=f"epoch {epoch + 1}", leave=False, disable=not progress):
-            x, y = x.to(device), y.to(device)
-            if augment is not None:
-                x = augment(x)
-            loss, logits = loss_fn(model, x, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            step += 1
-            if after_step is not None:
-                after_step(model, step)
-            seen += len(y)
-            loss_sum += loss.item() * len(y)
-            correct += (logits.argmax(1) == y).sum().item()
-        record = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,
-                  "lr": opt.param_groups[0]["lr"]}
-        if test_loader is not None:
-            ev = evaluate(model, test_loader, device)
-            record.update(test_loss=ev["loss"], test_acc=ev["accuracy"])
-        if after_epoch is not None:
-            after_epoch(model, epoch + 1, record)
-        for k, v in record.items():
-            history.setdefault(k, []).append(v)
-        bar.set_postfix({k: round(v, 4) for k, v in record.items() if k in ("train_loss", "test_acc")})
+    progress = show_progress(cfg.progress)
+    bar = tqdm(range(cfg.epochs), desc=cfg.desc, disable=not progress, unit="epoch")
+    with torch.enable_grad():  # fit() may be called inside a no_grad block (e.g. from a benchmark or a widget)
+        for epoch in bar:
+            model.train()
+            if isinstance(loss_fn, nn.Module):
+                loss_fn.train()
+            seen, loss_sum, correct, term_sums = 0, 0.0, 0, {}
+            for item in tqdm(train_loader, desc=f"epoch {epoch + 1}", leave=False, disable=not progress):
+                batch = Batch.from_loader(item, device)
+                if augment is not None:
+                    batch.x = augment(batch.x)
+                out = loss_fn(model, batch)
+                out = out if isinstance(out, StepOutput) else StepOutput(*out)
+                opt.zero_grad(set_to_none=True)
+                out.loss.backward()
+                if cfg.grad_clip is not None:
+                    nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
+                opt.step()
+                sched.step()
+                step += 1
+                if after_step is not None:
+                    after_step(model, step)
+                n = len(batch.y)
+                seen += n
+                loss_sum += out.loss.item() * n
+                correct += (out.logits.argmax(1) == batch.y).sum().item()
+                for k, v in out.terms.items():
+                    term_sums[k] = term_sums.get(k, 0.0) + v.item() * n
+            record: dict[str, float] = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"],
+                                        "train_loss": loss_sum / seen, "train_acc": correct / seen}
+            record.update({f"loss_{k}": v / seen for k, v in term_sums.items()})
+            if test_loader is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
+                ev = evaluate(model, test_loader, device)
+                record.update(test_epoch=epoch + 1, test_loss=ev["loss"], test_acc=ev["accuracy"])
+            if after_epoch is not None:
+                after_epoch(model, epoch + 1, record)
+            for k, v in record.items():
+                history.setdefault(k, []).append(v)
+            bar.set_postfix({k: round(v, 4) for k, v in record.items() if k in ("train_loss", "test_acc")})
+    model.eval()
+    if isinstance(loss_fn, nn.Module):
+        loss_fn.eval()
     return history

@@ -6,14 +6,16 @@ from torch.nn.utils import prune
 from course_utils.data import get_data
 from course_utils.metrics import (
     accuracy,
+    amdahl_speedup,
+    benchmark,
     count_flops,
     count_parameters,
-    benchmark,
     model_report,
+    op_time_breakdown,
     output_cosine_similarity,
     size_on_disk,
 )
-from course_utils.models import ViT
+from course_utils.models import ViT, build_model
 
 
 def test_parameter_counts_by_hand_and_with_pruning_masks():
@@ -106,3 +108,17 @@ def test_model_report_row():
     assert set(df.columns) >= {"accuracy", "params", "nonzero_params", "size_kb", "mflops", "ms_b1", "ms_b8",
                                "speedup_b1"}
     assert df.loc["vit", "params"] == sum(p.numel() for p in m.parameters())
+
+
+def test_op_time_breakdown_and_amdahl():
+    m = build_model("vit", "dyt", 10, (1, 8, 8), "nano").eval()
+    df = op_time_breakdown(m, torch.randn(8, 1, 8, 8), repeats=2)
+    assert df.share.sum() == pytest.approx(1.0) and (df.ms > 0).all()
+    assert "aten::addmm" in set(df.op) and df[df.op == "aten::addmm"].matrix.all()
+    assert "aten::tanh" in set(df.op) and not df[df.op == "aten::tanh"].matrix.any()  # DyT is elementwise
+    assert amdahl_speedup(1.0, 4.0) == pytest.approx(4.0)
+    assert amdahl_speedup(0.5, 4.0) == pytest.approx(1 / 0.625)
+    assert amdahl_speedup(0.0, 4.0) == 1.0
+    assert amdahl_speedup(0.5, 4.0, other_reduction=2.0) == pytest.approx(1 / (0.125 + 0.25))
+    with pytest.raises(ValueError):
+        amdahl_speedup(1.5, 2.0)

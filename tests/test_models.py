@@ -12,6 +12,9 @@ from course_utils.models import (
     convert_norm_to_dyt,
     dyt_layers,
     norm_parameters,
+    norm_snapshot,
+    norm_trajectory,
+    track_norms,
 )
 
 
@@ -132,3 +135,18 @@ def test_norm_parameters_reports_alpha():
 def test_bad_model_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         build_model(**kwargs)
+
+
+def test_norm_snapshot_and_trajectory():
+    dyt = build_model("vit", "dyt", 10, (1, 8, 8), "nano")
+    ln = build_model("vit", "layernorm", 10, (1, 8, 8), "nano")
+    with torch.no_grad():
+        dyt.norm.weight.uniform_(0.5, 1.5)
+    snap = norm_snapshot(dyt)
+    assert snap["alpha/blocks.0.norm1"] == pytest.approx(dyt.blocks[0].norm1.alpha.item())
+    assert snap["gamma_std/norm"] == pytest.approx(dyt.norm.weight.std().item())
+    assert not any(k.startswith("alpha/") for k in norm_snapshot(ln)) and "gamma_std/norm" in norm_snapshot(ln)
+    record = {"epoch": 1}
+    track_norms()(dyt, 1, record)
+    df = norm_trajectory({"epoch": [1], **{k: [v] for k, v in record.items() if k != "epoch"}}, start=snap)
+    assert set(df.epoch) == {0, 1} and set(df.quantity) == {"alpha", "gamma_std", "gamma_mean"}

@@ -1,4 +1,3 @@
-import math
 
 import pytest
 import torch
@@ -7,19 +6,17 @@ from torch.nn.utils import prune
 
 from course_utils.data import get_data
 from course_utils.metrics import count_parameters
-from course_utils.models import ConvNet, DynamicTanh, build_model
+from course_utils.models import ConvNet, DynamicTanh, build_model, track_norms
+from course_utils.modules import clone_model, effective_weight
 from course_utils.pruning import (
     GradualPruner,
     LowRankLinear,
     ThresholdPruner,
     ThresholdPruning,
-    amdahl_speedup,
     channel_importance,
     choose_rank,
-    clone_model,
     cubic_sparsity,
     dense_from_sparse,
-    effective_weight,
     factorize_linear,
     global_prune,
     global_sparsity,
@@ -32,9 +29,6 @@ from course_utils.pruning import (
     low_rank_layers,
     magnitude_mask,
     make_permanent,
-    norm_snapshot,
-    norm_trajectory,
-    op_time_breakdown,
     prunable_layers,
     prune_attention_heads,
     prune_by_threshold,
@@ -44,11 +38,8 @@ from course_utils.pruning import (
     sparse_size_on_disk,
     sparse_state_dict,
     sparsity_report,
-    speed_report,
     structured_prune,
     threshold_prune,
-    threshold_slider,
-    track_norms,
     units_to_keep,
 )
 from course_utils.train import evaluate, fit
@@ -359,63 +350,3 @@ def test_sparse_storage_round_trips_and_is_smaller_when_sparse():
     assert sparse_size_on_disk(m, "bitmask") < sparse_size_on_disk(m, "csr") < sparse_size_on_disk(m, "coo")
     with pytest.raises(ValueError, match="fmt"):
         sparse_state_dict(m, "zip")
-
-
-def test_speed_report_columns_and_flop_reduction():
-    m = _vit("dyt", "tiny")
-    df = speed_report({"dense": m, "pruned": structured_prune(m, 0.5)}, (1, 8, 8), batch_sizes=(1, 4),
-                      min_run_time=0.01)
-    assert {"params", "mflops", "ms_b1", "ms_b4", "speedup_b1", "flop_reduction"} <= set(df.columns)
-    assert df.loc["dense", "flop_reduction"] == 1.0 and df.loc["pruned", "flop_reduction"] > 1.3
-    assert df.loc["pruned", "params"] < df.loc["dense", "params"]
-    assert torch.is_grad_enabled()  # measuring latency must not switch autograd off for later training
-
-
-def test_op_time_breakdown_and_amdahl():
-    m = _vit("dyt", "nano")
-    df = op_time_breakdown(m, torch.randn(8, 1, 8, 8), repeats=2)
-    assert df.share.sum() == pytest.approx(1.0) and (df.ms > 0).all()
-    assert "aten::addmm" in set(df.op) and df[df.op == "aten::addmm"].matrix.all()
-    assert "aten::tanh" in set(df.op) and not df[df.op == "aten::tanh"].matrix.any()  # DyT is elementwise
-    assert amdahl_speedup(1.0, 4.0) == pytest.approx(4.0)
-    assert amdahl_speedup(0.5, 4.0) == pytest.approx(1 / 0.625)
-    assert amdahl_speedup(0.0, 4.0) == 1.0
-    assert amdahl_speedup(0.5, 4.0, other_reduction=2.0) == pytest.approx(1 / (0.125 + 0.25))
-    with pytest.raises(ValueError):
-        amdahl_speedup(1.5, 2.0)
-
-
-# ------------------------------------------------------------------------------------------ norm tracking
-
-def test_norm_snapshot_and_trajectory():
-    dyt, ln = _vit("dyt"), _vit("layernorm")
-    snap = norm_snapshot(dyt)
-    assert snap["alpha/blocks.0.norm1"] == pytest.approx(dyt.blocks[0].norm1.alpha.item())
-    assert snap["gamma_std/norm"] == pytest.approx(dyt.norm.weight.std().item())
-    assert not any(k.startswith("alpha/") for k in norm_snapshot(ln)) and "gamma_std/norm" in norm_snapshot(ln)
-    record = {"epoch": 1}
-    track_norms()(dyt, 1, record)
-    df = norm_trajectory({"epoch": [1], **{k: [v] for k, v in record.items() if k != "epoch"}}, start=snap)
-    assert set(df.epoch) == {0, 1} and set(df.quantity) == {"alpha", "gamma_std", "gamma_mean"}
-
-
-# ---------------------------------------------------------------------------------------------- the slider
-
-def test_threshold_slider_reports_the_sparsity_and_accuracy_it_sets(digits):
-    m = _vit()
-    w = threshold_slider(m, digits.test_loader, tau=0.1, plot=False)
-    assert w.result["tau"] == pytest.approx(0.1)
-    weights = torch.cat([effective_weight(x).flatten() for x in prunable_layers(m).values()])
-    for tau in (0.05, 0.3):
-        w.children[0].value = tau
-        assert w.result["tau"] == pytest.approx(tau)
-        assert w.result["sparsity"] == pytest.approx((weights.abs() < tau).float().mean().item(), abs=1e-6)
-        ref = clone_model(m)
-        for layer in prunable_layers(ref).values():
-            with torch.no_grad():
-                layer.weight.mul_(layer.weight.abs() >= tau)
-        assert w.result["accuracy"] == pytest.approx(evaluate(ref, digits.test_loader)["accuracy"])
-    assert global_sparsity(m) == 0  # the slider prunes copies
-    assert math.isclose(w.children[0].max, weights.abs().max().item(), rel_tol=1e-6)
-    w2 = threshold_slider(m, digits.test_loader, tau=0.5, scale="quantile", plot=True)
-    assert w2.result["sparsity"] == pytest.approx(0.5, abs=0.01)

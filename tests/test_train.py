@@ -1,5 +1,4 @@
 import pytest
-import torch
 from torch import nn
 
 from course_utils.data import get_data

@@ -1,0 +1,34 @@
+"""Knowledge distillation: the losses (:mod:`.losses`) and the objective that ``train.fit`` trains with
+(:mod:`.objective`). Teacher comparisons (agreement, logit cosine, CKA) live in ``course_utils.metrics``."""
+
+from .losses import (
+    ContrastMemory,
+    CRDLoss,
+    Embed,
+    HintRegressor,
+    InfoNCELoss,
+    hint_loss,
+    info_nce_loss,
+    kd_loss,
+    kd_objective,
+    kd_weights,
+    nce_loss,
+)
+from .objective import (
+    FEATURES,
+    LOSS_TERMS,
+    DistillationLoss,
+    DistillConfig,
+    IndexedDataset,
+    check_weights,
+    distill,
+    forward_with_features,
+    teacher_outputs,
+    with_indices,
+)
+
+__all__ = [
+    "CRDLoss", "ContrastMemory", "DistillConfig", "DistillationLoss", "Embed", "FEATURES", "HintRegressor",
+    "IndexedDataset", "InfoNCELoss", "LOSS_TERMS", "check_weights", "distill", "forward_with_features", "hint_loss",
+    "info_nce_loss", "kd_loss", "kd_objective", "kd_weights", "nce_loss", "teacher_outputs", "with_indices",
+]

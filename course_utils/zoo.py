@@ -1,0 +1,230 @@
+"""The model zoo: every compressed model of the course, built one way and cached by its full recipe.
+
+A recipe is a chain of steps applied to a baseline, joined by ``+``: ``"unstructured-70"``,
+``"structured-50+dynamic-int8"``, ``"student-kd+unstructured-50+static-int8"``. Steps that train (fine-tuning
+after pruning, quantization-aware training, distillation) are saved as checkpoints keyed by the chain up to that
+step and every setting that produced them, so notebooks 02-07 get exactly the same model from the same recipe
+without retraining. Post-training steps (PTQ, int8 conversion, half precision) take seconds and are recomputed.
+
+Steps (``N`` a percentage, ``B`` a bit width from 2 to 8):
+
+- ``unstructured-N``: global magnitude pruning to N% sparsity, then fine-tuning with the masks fixed;
+- ``structured-N``: remove N% of the heads and FFN neurons (ViT) or channels (ConvNet), then fine-tune;
+- ``finetune``: the fine-tuning of ``qat`` without quantization (its fp32 control);
+- ``qat-wBaB``: quantization-aware training with fake-quantized weights and inputs;
+- ``ptq-wBaB``: post-training fake quantization, calibrated on training images;
+- ``dynamic-int8``, ``static-int8``: PyTorch's real int8 models; ``float16``, ``bfloat16``: half precision;
+- ``student-M`` (first step only): a smaller student distilled from the model with method M in
+  :data:`STUDENT_METHODS` (``scratch`` trains the same student on labels only, the control).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+
+from . import quantization as Q
+from .args import check_choice, check_int
+from .baselines import AUGMENTATIONS, DEFAULT_ALPHA, baseline_config, checkpoint_name, get_baseline
+from .checkpoints import train_or_load
+from .data import DataBundle, get_data
+from .distillation import distill
+from .models import build_model, track_norms
+from .modules import clone_model
+from .pruning import global_prune, structured_prune
+from .train import History, fit
+
+#: Fine-tuning after pruning: short, at the baselines' peak learning rate, with their augmentation.
+FINETUNE = {"epochs": 2, "lr": 2e-3, "weight_decay": 0.05, "augment": "shift"}
+#: Quantization-aware training (and its fp32 control): one epoch at a lower learning rate, no augmentation.
+QAT = {"epochs": 1, "lr": 5e-4, "weight_decay": 0.05, "augment": "none"}
+#: Training images used for fine-tuning per family (the ConvNet is ~3x slower per image: a subset).
+FINETUNE_SUBSET = {"vit": None, "cnn": 1000}
+#: Calibration images for PTQ and static int8 (the first ones of the training set, never test images).
+CALIBRATION_IMAGES = 512
+#: Students: the preset distilled from each family, and the distillation recipe (notebook 04 justifies it).
+STUDENT_SIZE = {"vit": "tiny", "cnn": "tiny"}
+STUDENT = {"epochs": 20, "lr": 4e-3, "weight_decay": 0.05, "grad_clip": 1.0, "temperature": 4.0}
+STUDENT_METHODS: dict[str, dict[str, float]] = {
+    "scratch": {"ce": 1.0},
+    "kd": {"ce": 0.1, "kd": 0.9},
+    "fitnet": {"ce": 1.0, "hint": 100.0},
+    "crd": {"ce": 1.0, "crd": 0.8},
+    "crd+kd": {"ce": 0.1, "kd": 0.9, "crd": 0.8},
+}
+
+_STEP = re.compile(r"^(?:(unstructured|structured)-(\d{1,2})|(qat|ptq)-w([2-8])a([2-8])|(finetune)"
+                   r"|(dynamic-int8|static-int8|float16|bfloat16)|student-([a-z+]+))$")
+EXAMPLES = ("dense", "unstructured-50", "unstructured-70", "unstructured-90", "structured-50", "finetune",
+            "qat-w4a8", "ptq-w8a8", "ptq-w4a8", "ptq-w4a4", "dynamic-int8", "static-int8", "float16",
+            "student-kd", "student-fitnet", "student-kd+dynamic-int8")
+
+
+@dataclass
+class Variant:
+    """A model of the zoo: the module, its recipe and the training history of each trained step."""
+
+    recipe: str
+    family: str
+    norm: str
+    seed: int
+    model: nn.Module
+    histories: dict[str, History] = field(default_factory=dict)
+
+    @property
+    def history(self) -> History:
+        """History of the last trained step (the baseline's for ``dense``)."""
+        return list(self.histories.values())[-1] if self.histories else {}
+
+
+def parse_recipe(recipe: str) -> list[str]:
+    """The steps of ``recipe`` (``"dense"`` has none); a ValueError lists the valid forms."""
+    if not isinstance(recipe, str) or not recipe.strip():
+        raise ValueError(f"recipe={recipe!r} is not valid; give a name such as {list(EXAMPLES)}")
+    if recipe == "dense":
+        return []
+    steps = recipe.split("+")
+    # "student-crd+kd" is one step: re-join a method name that contains a "+"
+    merged: list[str] = []
+    for s in steps:
+        if merged and merged[-1].startswith("student-") and f"{merged[-1][8:]}+{s}" in STUDENT_METHODS:
+            merged[-1] = f"{merged[-1]}+{s}"
+        else:
+            merged.append(s)
+    for i, s in enumerate(merged):
+        m = _STEP.match(s)
+        if m is None:
+            raise ValueError(f"recipe={recipe!r}: step {s!r} is not valid; steps are unstructured-N, structured-N "
+                             "(N a percentage), qat-wBaB, ptq-wBaB (B in 2..8), finetune, dynamic-int8, static-int8, "
+                             f"float16, bfloat16, student-M with M in {list(STUDENT_METHODS)}; e.g. {list(EXAMPLES)}")
+        if m.group(8) is not None:
+            check_choice("student method", m.group(8), STUDENT_METHODS)
+            if i > 0:
+                raise ValueError(f"recipe={recipe!r}: a student step must come first (distill, then compress)")
+        if m.group(2) is not None and not 1 <= int(m.group(2)) <= 99:
+            raise ValueError(f"recipe={recipe!r}: {s!r} needs a percentage from 1 to 99")
+    return merged
+
+
+def calibration_images(bundle: DataBundle, n: int = CALIBRATION_IMAGES) -> torch.Tensor:
+    """The first ``n`` training images (no shuffling: the same images every time, never the test set)."""
+    ds = bundle.train_loader.dataset
+    return torch.stack([ds[i][0] for i in range(min(n, len(ds)))])
+
+
+def _loader(bundle: DataBundle, subset: int | None, seed: int) -> DataLoader:
+    ds = bundle.train_loader.dataset
+    if subset is not None and subset < len(ds):
+        keep = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:subset]
+        ds = Subset(ds, sorted(keep.tolist()))
+    return DataLoader(ds, batch_size=bundle.train_loader.batch_size, shuffle=True,
+                      generator=torch.Generator().manual_seed(seed))
+
+
+def _train_step(model: nn.Module, step: str, bundle: DataBundle, family: str, seed: int, smoke: bool,
+                device: str) -> History:
+    """Train a prepared model for one trained step (fine-tune or QAT), recording DyT's alpha every epoch."""
+    recipe = QAT if step.startswith(("qat", "finetune")) else FINETUNE
+    subset = FINETUNE_SUBSET[family] if recipe is FINETUNE else None
+    if smoke:
+        subset = min(subset or 128, 128)
+    loader = _loader(bundle, subset, seed)
+    return fit(model, loader, bundle.test_loader, epochs=1 if smoke else recipe["epochs"], lr=recipe["lr"],
+               weight_decay=recipe["weight_decay"], seed=seed, device=device, progress=False,
+               augment=AUGMENTATIONS[recipe["augment"]], after_epoch=track_norms())
+
+
+def _prepare(parent: nn.Module, step: str, bundle: DataBundle) -> nn.Module:
+    """The untrained starting point of a trained step (cheap and deterministic, so a checkpoint can load into it)."""
+    kind, _, arg = step.partition("-")
+    if kind == "unstructured":
+        return global_prune(clone_model(parent), int(arg) / 100)
+    if kind == "structured":
+        return structured_prune(parent, int(arg) / 100)
+    if kind == "finetune":
+        return clone_model(parent)
+    wb, ab = (int(v) for v in re.findall(r"\d", arg))  # qat-wBaB
+    return Q.calibrate(Q.fake_quantize_model(parent, wb, ab), calibration_images(bundle))
+
+
+def _post_training(parent: nn.Module, step: str, bundle: DataBundle) -> nn.Module:
+    if step.startswith("ptq"):
+        wb, ab = (int(v) for v in re.findall(r"\d", step))
+        return Q.calibrate(Q.fake_quantize_model(parent, wb, ab), calibration_images(bundle))
+    if step == "dynamic-int8":
+        return Q.dynamic_int8(parent)
+    if step == "static-int8":
+        return Q.static_int8(parent, calibration_images(bundle))
+    return Q.HalfPrecision(parent, step)
+
+
+def _student(teacher: nn.Module, method: str, bundle: DataBundle, family: str, norm: str, seed: int,
+             smoke: bool, device: str, size: str) -> tuple[Callable[[], nn.Module], Callable[[nn.Module], History]]:
+    """Build and train functions of a student distilled from ``teacher`` (``scratch``: labels only)."""
+    info, s = bundle.info, STUDENT
+
+    def build() -> nn.Module:
+        return build_model(family, norm, info.num_classes, info.input_shape, size)
+
+    def train(student: nn.Module) -> History:
+        return distill(student, None if method == "scratch" else teacher, bundle.train_loader, bundle.test_loader,
+                       losses=STUDENT_METHODS[method], epochs=1 if smoke else s["epochs"], lr=s["lr"],
+                       weight_decay=s["weight_decay"], grad_clip=s["grad_clip"], temperature=s["temperature"],
+                       crd_negatives=min(1024, len(bundle.train_loader.dataset)), seed=seed, device=device,
+                       progress=False)
+
+    return build, train
+
+
+def get_variant(recipe: str = "dense", model: str = "vit", norm: str = "dyt", *, dataset: str = "mnist_5k",
+                smoke: bool = False, seed: int = 0, data: DataBundle | None = None, device: str = "cpu",
+                alpha_init: float = DEFAULT_ALPHA, student_size: str | None = None,
+                verbose: bool = False) -> Variant:
+    """The model named by ``recipe``, built from the ``model``/``norm`` baseline of ``seed`` (see the module doc).
+
+    Trained steps are loaded from ``checkpoints/`` when their full recipe matches, else trained and saved.
+    """
+    steps = parse_recipe(recipe)
+    check_int("seed", seed)
+    bundle = data if data is not None else get_data(dataset, 64, smoke=smoke, seed=seed)
+    current, history = get_baseline(model, norm, dataset, smoke=smoke, seed=seed, data=bundle, device=device,
+                                    progress=False, alpha_init=alpha_init)
+    histories: dict[str, History] = {"dense": history}
+    base_cfg = baseline_config(model, norm, dataset, smoke, seed, alpha_init=alpha_init)
+    stem = checkpoint_name(base_cfg)
+    done: list[str] = []
+    for step in steps:
+        done.append(step)
+        chain = "+".join(done)
+        name = f"zoo-{stem}--{chain.replace('+', '--')}"
+        if step.startswith("student-"):
+            method, size = step[8:], student_size or STUDENT_SIZE[model]
+            cfg = {**base_cfg, "chain": chain, "student": {**STUDENT, "size": size,
+                                                          "losses": STUDENT_METHODS[method]}}
+            build, train = _student(current, method, bundle, model, norm, seed, smoke, device, size)
+            current, histories[step] = train_or_load(name, build, train, cfg, verbose=verbose)
+        elif step.startswith(("unstructured", "structured", "qat", "finetune")):
+            recipe_cfg = QAT if step.startswith(("qat", "finetune")) else FINETUNE
+            cfg = {**base_cfg, "chain": chain, "step": recipe_cfg, "subset": FINETUNE_SUBSET[model]}
+            parent = current
+            current, histories[step] = train_or_load(
+                name, lambda p=parent, s=step: _prepare(p, s, bundle),
+                lambda m, s=step: _train_step(m, s, bundle, model, seed, smoke, device), cfg, verbose=verbose)
+        else:
+            current = _post_training(current, step, bundle)
+    return Variant(recipe, model, norm, seed, current.eval(), histories)
+
+
+def describe(extra: dict[str, Any] | None = None) -> str:
+    """One paragraph of the zoo's recipes, for a notebook's text."""
+    ft, q = FINETUNE, QAT
+    return (f"Fine-tuning after pruning: {ft['epochs']} epochs at lr {ft['lr']:g} with shift augmentation "
+            f"(ConvNet on {FINETUNE_SUBSET['cnn']} images); QAT and its fp32 control: {q['epochs']} epoch at lr "
+            f"{q['lr']:g}; calibration: the first {CALIBRATION_IMAGES} training images; students: "
+            f"{STUDENT['epochs']} epochs at lr {STUDENT['lr']:g}." + (f" {extra}" if extra else ""))

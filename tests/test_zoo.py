@@ -1,0 +1,59 @@
+"""The model zoo: recipes parse or fail clearly, trained steps are cached by their full recipe, steps compose."""
+
+import pytest
+import torch
+
+from course_utils.data import get_data
+from course_utils.metrics import count_parameters
+from course_utils.modules import is_pruned
+from course_utils.paths import checkpoint_dir
+from course_utils.pruning import global_sparsity
+from course_utils.quantization import FakeQuantLayer
+from course_utils.zoo import get_variant, parse_recipe
+
+
+@pytest.fixture(scope="module")
+def smoke_data():
+    return get_data("mnist_5k", 64, smoke=True, seed=0)
+
+
+def test_recipes_parse_and_bad_ones_list_the_valid_forms():
+    assert parse_recipe("dense") == []
+    assert parse_recipe("structured-50+dynamic-int8") == ["structured-50", "dynamic-int8"]
+    assert parse_recipe("student-crd+kd+unstructured-70") == ["student-crd+kd", "unstructured-70"]
+    for bad, msg in (("pruned", "unstructured-N"), ("qat-w9a8", "qat-wBaB"), ("unstructured-0", "1 to 99"),
+                     ("structured-50+student-kd", "must come first"), ("student-magic", "student method"),
+                     ("", "recipe=")):
+        with pytest.raises(ValueError, match=msg):
+            parse_recipe(bad)
+    with pytest.raises(ValueError, match="seed"):
+        get_variant("dense", seed=-1)
+
+
+def test_trained_steps_are_cached_by_recipe(smoke_data, capsys):
+    v = get_variant("unstructured-70", smoke=True, data=smoke_data, verbose=True)
+    assert "Saved checkpoint" in capsys.readouterr().out
+    assert global_sparsity(v.model) == pytest.approx(0.7, abs=0.01) and is_pruned(v.model.head)
+    assert "alpha/blocks.0.norm1" in v.history, "fine-tuning records DyT's alpha every epoch"
+    again = get_variant("unstructured-70", smoke=True, data=smoke_data, verbose=True)
+    assert "Loaded checkpoint" in capsys.readouterr().out
+    x = torch.randn(4, 1, 28, 28)
+    torch.testing.assert_close(again.model(x), v.model(x))
+    names = sorted(p.name for p in checkpoint_dir().glob("zoo-*.pt"))
+    assert names == ["zoo-vit-small-dyt-mnist_5k-smoke-s0--unstructured-70.pt"]
+    get_variant("unstructured-70", "vit", "layernorm", smoke=True, data=smoke_data)
+    assert len(list(checkpoint_dir().glob("zoo-*.pt"))) == 2, "another norm is another checkpoint"
+
+
+def test_steps_compose(smoke_data):
+    dense = get_variant("dense", "cnn", "dyt", smoke=True, data=smoke_data).model
+    small = get_variant("structured-50+static-int8", "cnn", "dyt", smoke=True, data=smoke_data)
+    assert any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in small.model.modules())
+    qat = get_variant("structured-50+qat-w4a8", "cnn", "dyt", smoke=True, data=smoke_data)
+    assert any(isinstance(m, FakeQuantLayer) for m in qat.model.modules())
+    assert list(qat.histories) == ["dense", "structured-50", "qat-w4a8"]
+    student = get_variant("student-kd+dynamic-int8", "vit", "dyt", smoke=True, data=smoke_data).model
+    assert student(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    assert count_parameters(get_variant("student-kd", smoke=True, data=smoke_data).model)["total"] < \
+        count_parameters(get_variant("dense", smoke=True, data=smoke_data).model)["total"]
+    assert count_parameters(dense)["total"] > 0
