@@ -1,67 +1,165 @@
 """Checkpoints shared between notebooks: trained once, keyed by the configuration that produced them.
 
 A checkpoint stores the weights, the canonical JSON of the configuration and the training history, written
-atomically. Loading checks the configuration, so changing a dataset, seed or recipe retrains instead of silently
-loading weights that do not match.
+atomically. Loading checks all three, so changing a dataset, seed or recipe, or a damaged or foreign file, retrains
+(saying why) instead of loading weights that do not match or crashing later. ``train_or_load`` checks where it will
+save *before* training, and if saving still fails afterwards it keeps the trained model rather than losing it.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import numbers
 import os
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from .io import atomic_torch_save
-from .paths import checkpoint_dir, relative
+from .io import OutputPathError, atomic_torch_save, ensure_writable_dir
+from .paths import check_path, checkpoint_dir, display_path, relative
 from .train import History, seed_everything
 
 
-def _canonical(config: dict[str, Any]) -> str:
+class CheckpointNotSavedWarning(UserWarning):
+    """Training finished but the checkpoint could not be written: the model is returned, later runs retrain."""
+
+
+def _canonical(config: Mapping[str, Any]) -> str:
     return json.dumps(config, sort_keys=True, default=str)
+
+
+def _check_model(model: Any) -> nn.Module:
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module, not {type(model).__name__}")
+    return model
+
+
+def _check_config(config: Any) -> Mapping[str, Any]:
+    if not isinstance(config, Mapping) or not all(isinstance(k, str) for k in config):
+        raise ValueError(f"config must be a dict with str keys, not {type(config).__name__}")
+    return config
+
+
+def history_problem(history: Any) -> str | None:
+    """Why ``history`` is not a usable training history (a non-empty dict of str -> list of numbers), or None."""
+    if not isinstance(history, Mapping):
+        return f"its history is a {type(history).__name__}, not a dict"
+    if not history:
+        return "it has no training history"
+    for k, v in history.items():
+        if not isinstance(k, str) or not isinstance(v, (list, tuple)) \
+                or not all(isinstance(x, numbers.Real) for x in v):
+            return f"its history entry {k!r} is not a list of numbers"
+    return None
 
 
 def save_checkpoint(path: os.PathLike | str, model: nn.Module, config: dict[str, Any],
                     history: History | None = None) -> Path:
-    """Save weights, the configuration that produced them and the history, atomically."""
-    payload = {"config": _canonical(config), "state_dict": model.state_dict(), "history": history or {}}
+    """Save weights, the configuration that produced them and the history, atomically.
+
+    A checkpoint saved without a history is kept, but ``load_checkpoint`` will not use it (it retrains).
+    """
+    path = check_path("path", path)
+    _check_model(model)
+    _check_config(config)
+    if history is not None and not isinstance(history, Mapping):
+        raise ValueError(f"history must be a dict of lists or None, not {type(history).__name__}")
+    payload = {"config": _canonical(config), "state_dict": model.state_dict(), "history": dict(history or {})}
     return atomic_torch_save(payload, path)
+
+
+def _problem(payload: Any, config: Mapping[str, Any]) -> str | None:
+    """Why a loaded payload cannot be used with ``config`` (checked before touching the model), or None."""
+    if not isinstance(payload, dict):
+        return f"it is not a checkpoint (it holds a {type(payload).__name__}, not a dict)"
+    stored = payload.get("config")
+    if not isinstance(stored, str):
+        return f"its configuration is a {type(stored).__name__}, not JSON text"
+    try:
+        old = json.loads(stored)
+    except json.JSONDecodeError:
+        return "its configuration is not valid JSON"
+    if not isinstance(old, dict):
+        return "its configuration is not a JSON object"
+    if stored != _canonical(config):
+        new = json.loads(_canonical(config))
+        diff = {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}
+        return f"it was trained with another configuration {diff}"
+    state = payload.get("state_dict")
+    if not isinstance(state, Mapping) or not all(isinstance(k, str) for k in state):
+        return f"its weights are a {type(state).__name__}, not a state dict"
+    return history_problem(payload.get("history"))
 
 
 def load_checkpoint(path: os.PathLike | str, model: nn.Module, config: dict[str, Any],
                     verbose: bool = True) -> History | None:
-    """Load ``path`` into ``model`` if it exists, is readable and was made with ``config``.
+    """Load ``path`` into ``model`` if it exists, is readable, is complete and was made with ``config``.
 
-    Returns the stored history, or ``None`` (with a message saying why) when the checkpoint can't be used.
+    Returns the stored history, or ``None`` (with a message saying why) when the checkpoint can't be used; the model
+    is then left as it was.
     """
-    path = Path(path)
+    path = check_path("path", path)
+    _check_model(model)
+    _check_config(config)
+    if not isinstance(verbose, bool):
+        raise ValueError(f"verbose={verbose!r} is not valid; it must be True or False")
     say = print if verbose else (lambda *a, **k: None)
     if not path.exists():
         say(f"No checkpoint at {relative(path)}: training from scratch.")
         return None
+    if path.is_dir():
+        say(f"Checkpoint path {relative(path)} is a folder, not a file: training from scratch.")
+        return None
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-        stored = payload["config"]
-        state = payload["state_dict"]
     except Exception as e:  # noqa: BLE001 - any unreadable file counts as corrupt
         say(f"Checkpoint {relative(path)} is corrupt or unreadable ({type(e).__name__}): retraining.")
         return None
-    if stored != _canonical(config):
-        old, new = json.loads(stored), json.loads(_canonical(config))
-        diff = {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}
-        say(f"Checkpoint {relative(path)} was trained with another configuration {diff}: retraining.")
+    problem = _problem(payload, config)
+    if problem is not None:
+        say(f"Checkpoint {relative(path)} is not usable: {problem}: retraining.")
         return None
+    backup = {k: v.detach().clone() for k, v in model.state_dict().items()}
     try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
+        model.load_state_dict(payload["state_dict"])
+    except (RuntimeError, TypeError, ValueError, KeyError) as e:
+        model.load_state_dict(backup)  # a failed load may have copied some tensors already
         say(f"Checkpoint {relative(path)} does not fit this model ({str(e).splitlines()[0]}): retraining.")
         return None
     say(f"Loaded checkpoint {relative(path)}.")
-    return payload.get("history", {})
+    return {k: list(v) for k, v in payload["history"].items()}
+
+
+def checkpoint_path(name: str, directory: os.PathLike | str | None = None) -> Path:
+    """Where ``train_or_load`` keeps the checkpoint ``name``: ``<directory or checkpoint_dir()>/<name>.pt``."""
+    if not isinstance(name, str) or not name.strip() or name in (".", "..") or any(c in name for c in "/\\\0"):
+        raise ValueError(f"name={name!r} is not valid; it must be a non-empty file stem without / or \\")
+    folder = check_path("directory", directory, optional=True)
+    return (folder if folder is not None else checkpoint_dir()) / f"{name}.pt"
+
+
+def check_checkpoint_target(path: os.PathLike | str) -> Path:
+    """Raise ``OutputPathError`` naming the path unless a checkpoint can be written at ``path``."""
+    path = check_path("path", path)
+    ensure_writable_dir(path.parent, "checkpoint folder")
+    if path.is_dir():
+        raise OutputPathError(f"checkpoint path {display_path(path)} is a folder, not a file; remove it or rename it")
+    return path
+
+
+def _seed(config: Mapping[str, Any]) -> int | None:
+    if "seed" not in config:
+        return None
+    seed = config["seed"]
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        if not (isinstance(seed, float) and math.isfinite(seed) and seed.is_integer()):
+            raise ValueError(f"config['seed']={seed!r} is not valid; it must be an integer")
+    return int(seed)
 
 
 def train_or_load(name: str, build: Callable[[], nn.Module], train: Callable[[nn.Module], History],
@@ -71,20 +169,37 @@ def train_or_load(name: str, build: Callable[[], nn.Module], train: Callable[[nn
 
     ``build()`` makes a fresh model (called after seeding with ``config["seed"]`` when present) and
     ``train(model)`` trains it and returns its history; the result is saved atomically for later notebooks.
+    Before training, the checkpoint folder is checked (``OutputPathError`` naming it if unusable); if the save fails
+    anyway, a ``CheckpointNotSavedWarning`` says where and the trained model is still returned.
     """
-    path = Path(directory if directory is not None else checkpoint_dir()) / f"{name}.pt"
-    if "seed" in config:
-        seed_everything(int(config["seed"]))
-    model = build()
+    path = checkpoint_path(name, directory)
+    if not callable(build) or not callable(train):
+        raise ValueError("build and train must be callables: build() -> model, train(model) -> history")
+    _check_config(config)
+    seed = _seed(config)
+    for flag, value in (("force", force), ("verbose", verbose)):
+        if not isinstance(value, bool):
+            raise ValueError(f"{flag}={value!r} is not valid; it must be True or False")
+    if seed is not None:
+        seed_everything(seed)
+    model = _check_model(build())
     if not force:
         history = load_checkpoint(path, model, config, verbose)
         if history is not None:
             return model.eval(), history
-    if "seed" in config:
-        seed_everything(int(config["seed"]))
-        model = build()
+    check_checkpoint_target(path)  # fail now, not after minutes of training
+    if seed is not None:
+        seed_everything(seed)
+        model = _check_model(build())
     history = train(model)
-    save_checkpoint(path, model.cpu(), config, history)
+    if not isinstance(history, Mapping):
+        raise ValueError(f"train(model) must return the training history (a dict), not {type(history).__name__}")
+    try:
+        save_checkpoint(path, model.cpu(), config, history)
+    except OSError as e:
+        warnings.warn(f"could not save checkpoint {display_path(path)} ({e}); the trained model is returned but "
+                      f"not saved, so later runs will train it again", CheckpointNotSavedWarning, stacklevel=2)
+        return model.eval(), history
     if verbose:
         print(f"Saved checkpoint {relative(path)}.")
     return model.eval(), history

@@ -1,28 +1,67 @@
-"""The results store: every notebook records its headline numbers so notebook 06 can aggregate them.
+"""The results store: every notebook records its headline numbers so later notebooks can aggregate them.
 
-Rows are tidy (one metric per row). A row's identity is every field but ``value``; recording a row
-with the same identity replaces the old one, so reruns never duplicate. Writes are atomic.
+Rows are tidy (one metric per row). A row's identity is every field but ``value``; recording a row with the same
+identity replaces the old one, so reruns never duplicate. Every read-modify-write holds a file lock
+(``.<store>.lock`` beside the store) so that processes recording at the same time never lose each other's rows,
+and every write is atomic so that readers, which take no lock, never see a half-written file. Values must be
+finite numbers: NaN and infinities are refused with the metric's name instead of being written as invalid JSON.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+from .io import OutputPathError, atomic_write_text
+from .paths import check_path, display_path, results_path
 
-from .io import atomic_write_text
-from .paths import results_path
+if TYPE_CHECKING:
+    import pandas as pd
 
 KEY_FIELDS = ("notebook", "mode", "dataset", "model", "norm", "technique", "setting", "seed", "metric")
+MODES = ("full", "smoke")
+#: Seconds a writer waits for another process's lock before giving up with an error naming the lock file.
+LOCK_TIMEOUT = 120.0
 
 
 def _path(path: os.PathLike | str | None) -> Path:
-    return Path(path) if path is not None else results_path()
+    p = check_path("path", path, optional=True)
+    return p if p is not None else results_path()
+
+
+def _lock_path(store: Path) -> Path:
+    return store.with_name(f".{store.name}.lock")
+
+
+@contextmanager
+def _locked(store: Path, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
+    """Hold the store's lock (shared by every process and thread on this machine)."""
+    from filelock import FileLock, Timeout
+
+    if store.is_dir():
+        raise OutputPathError(f"results store {display_path(store)} is a folder, not a file")
+    try:
+        store.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputPathError(f"results store folder {display_path(store.parent)} cannot be created ({e})") from e
+    lock = FileLock(_lock_path(store), timeout=timeout)
+    try:
+        lock.acquire()
+    except Timeout as e:
+        raise TimeoutError(f"results store {display_path(store)} stayed locked by another process for {timeout:.0f}"
+                           f" s; if none is running, delete {display_path(_lock_path(store))}") from e
+    except OSError as e:
+        raise OutputPathError(f"results store {display_path(store)}: cannot create its lock file ({e})") from e
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def load_rows(path: os.PathLike | str | None = None) -> list[dict[str, Any]]:
@@ -30,53 +69,109 @@ def load_rows(path: os.PathLike | str | None = None) -> list[dict[str, Any]]:
     p = _path(path)
     if not p.exists():
         return []
+    if p.is_dir():
+        raise OutputPathError(f"results store {display_path(p)} is a folder, not a file")
     try:
-        return json.loads(p.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"results store {p.name} is not valid JSON ({e}); delete it to start over") from e
+        rows = json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"results store {display_path(p)} is not valid JSON ({e}); delete it to start over") from e
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise ValueError(f"results store {display_path(p)} is not a list of rows; delete it to start over")
+    return rows
 
 
-def record(notebook: str, metrics: dict[str, float], *, mode: str, dataset: str, model: str = "", norm: str = "",
+def _check_value(metric: Any, value: Any) -> float:
+    if not isinstance(metric, str) or not metric:
+        raise ValueError(f"metric name {metric!r} is not valid; it must be a non-empty str")
+    if isinstance(value, (str, bytes, bool)) or value is None:
+        raise ValueError(f"metric {metric!r}={value!r} is not valid; it must be a number")
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"metric {metric!r}={value!r} is not valid; it must be a number") from e
+    if not math.isfinite(number):
+        shown = "NaN" if math.isnan(number) else f"{number:+}"
+        raise ValueError(f"metric {metric!r} is {shown}; refusing to record it (only finite numbers are stored)")
+    return number
+
+
+def _check_text(name: str, value: Any, required: bool = False) -> str:
+    if not isinstance(value, str) or (required and not value):
+        raise ValueError(f"{name}={value!r} is not valid; it must be a {'non-empty ' if required else ''}str")
+    return value
+
+
+def record(notebook: str, metrics: Mapping[str, float], *, mode: str, dataset: str, model: str = "", norm: str = "",
            technique: str = "", setting: str = "", seed: int = 0,
            path: os.PathLike | str | None = None) -> list[dict[str, Any]]:
     """Upsert one row per metric for this (notebook, mode, dataset, model, norm, technique, setting, seed)."""
-    if mode not in ("full", "smoke"):
+    if mode not in MODES:
         raise ValueError(f"mode={mode!r} is not valid; choose 'full' or 'smoke'")
+    if not isinstance(metrics, Mapping):
+        raise ValueError(f"metrics must be a dict of metric name -> number, not {type(metrics).__name__}")
     if not metrics:
         raise ValueError("metrics is empty: nothing to record")
-    base = dict(notebook=notebook, mode=mode, dataset=dataset, model=model, norm=norm, technique=technique,
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise ValueError(f"seed={seed!r} is not valid; it must be an integer")
+    if isinstance(setting, bool) or not isinstance(setting, (str, int, float)):
+        raise ValueError(f"setting={setting!r} is not valid; it must be a str (or a number, stored as text)")
+    base = dict(notebook=_check_text("notebook", notebook, True), mode=mode,
+                dataset=_check_text("dataset", dataset, True), model=_check_text("model", model),
+                norm=_check_text("norm", norm), technique=_check_text("technique", technique),
                 setting=str(setting), seed=int(seed))
-    new = []
-    for metric, value in metrics.items():
-        value = float(value)
-        if math.isnan(value):
-            raise ValueError(f"metric {metric!r} is NaN; refusing to record it")
-        new.append({**base, "metric": metric, "value": value})
+    new = [{**base, "metric": metric, "value": _check_value(metric, value)} for metric, value in metrics.items()]
     return upsert(new, path)
 
 
+def _key(row: Mapping[str, Any]) -> tuple:
+    return tuple(row.get(k, "") for k in KEY_FIELDS)
+
+
 def upsert(rows: Iterable[dict[str, Any]], path: os.PathLike | str | None = None) -> list[dict[str, Any]]:
-    """Insert ``rows``, replacing stored rows with the same identity; returns the whole store."""
+    """Insert ``rows``, replacing stored rows with the same identity; returns the whole store.
+
+    The load-merge-replace runs under the store's lock, so concurrent writers all keep their rows.
+    """
+    if isinstance(rows, (str, bytes, Mapping)) or not isinstance(rows, Iterable):
+        raise ValueError("rows must be an iterable of row dicts (not a single dict or a str)")
     rows = list(rows)
-    key = lambda r: tuple(r.get(k, "") for k in KEY_FIELDS)
-    incoming = {key(r) for r in rows}
-    kept = [r for r in load_rows(path) if key(r) not in incoming]
-    merged = kept + rows
-    atomic_write_text(json.dumps(merged, indent=1), _path(path))
+    if not all(isinstance(r, Mapping) for r in rows):
+        raise ValueError("rows must be an iterable of row dicts; one of them is not a dict")
+    rows = [dict(r) for r in rows]
+    for r in rows:
+        if "metric" not in r or "value" not in r:
+            raise ValueError(f"row {r!r} lacks 'metric' or 'value'; rows need {list(KEY_FIELDS)} and 'value'")
+        r["value"] = _check_value(r["metric"], r["value"])
+    store = _path(path)
+    incoming = {_key(r) for r in rows}
+    with _locked(store):
+        merged = [r for r in load_rows(store) if _key(r) not in incoming] + rows
+        atomic_write_text(json.dumps(merged, indent=1, allow_nan=False), store)
     return merged
 
 
 def load_results(path: os.PathLike | str | None = None, **filters: Any) -> pd.DataFrame:
     """The store as a DataFrame, optionally filtered by field values (e.g. ``notebook="01"``)."""
-    df = pd.DataFrame(load_rows(path), columns=[*KEY_FIELDS, "value"])
+    import pandas as pd
+
+    columns = [*KEY_FIELDS, "value"]
+    unknown = [k for k in filters if k not in columns]
+    if unknown:
+        raise ValueError(f"filter {unknown[0]!r} is not a results field; choose from {columns}")
+    df = pd.DataFrame(load_rows(path), columns=columns)
     for k, v in filters.items():
-        if k not in df.columns:
-            raise ValueError(f"filter {k!r} is not a results field; choose from {list(df.columns)}")
         df = df[df[k] == v]
     return df.reset_index(drop=True)
 
 
 def results_table(df: pd.DataFrame, index: list[str] | None = None) -> pd.DataFrame:
     """Pivot tidy rows into one column per metric."""
-    index = index or ["model", "norm", "technique", "setting"]
+    import pandas as pd
+
+    if not isinstance(df, pd.DataFrame) or not {"metric", "value"} <= set(df.columns):
+        raise ValueError("df must be a DataFrame of tidy rows with 'metric' and 'value' columns (see load_results)")
+    index = [index] if isinstance(index, str) else list(index or ["model", "norm", "technique", "setting"])
+    missing = [c for c in index if c not in df.columns]
+    if not index or missing:
+        raise ValueError(f"index={index!r} is not valid; choose one or more of {list(df.columns)}")
     return df.pivot_table(index=index, columns="metric", values="value", aggfunc="mean")
