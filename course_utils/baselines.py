@@ -48,8 +48,8 @@ def checkpoint_name(config: dict[str, Any]) -> str:
 def get_baseline(model: str = "vit", norm: str = "dyt", dataset: str = "mnist_5k", smoke: bool = False,
                  seed: int = 0, epochs: int | None = None, batch_size: int = 64, size: str = "small",
                  subset: int | None = None, data: DataBundle | None = None, device: str = "auto",
-                 progress: bool = True, force: bool = False,
-                 alpha_init: float = DEFAULT_ALPHA) -> tuple[nn.Module, History]:
+                 progress: bool = True, force: bool = False, alpha_init: float = DEFAULT_ALPHA,
+                 verbose: bool = True) -> tuple[nn.Module, History]:
     """A trained baseline: loaded from ``checkpoints/`` when its configuration matches, else trained and saved.
 
     Returns the model on the CPU in eval mode and its training history.
@@ -66,5 +66,5 @@ def get_baseline(model: str = "vit", norm: str = "dyt", dataset: str = "mnist_5k
                    weight_decay=cfg["weight_decay"], device=device, progress=progress,
                    desc=checkpoint_name(cfg), seed=seed, augment=AUGMENTATIONS[cfg["augment"]])
 
-    m, history = train_or_load(checkpoint_name(cfg), build, train, cfg, force=force)
+    m, history = train_or_load(checkpoint_name(cfg), build, train, cfg, force=force, verbose=verbose)
     return m.cpu(), history

@@ -120,6 +120,35 @@ def compare(a: float | Sequence[float], b: float | Sequence[float], n_test: int 
     return Comparison(*labels, m, m - q * se, m + q * se, f"binomial noise on {n_test} test images", unit)
 
 
+def compare_drops(acc_a: float, ref_a: float, acc_b: float, ref_b: float, n_test: int,
+                  labels: tuple[str, str] = ("A", "B"), level: float = 0.95) -> Comparison:
+    """Compare two accuracy *changes* measured on one test set each (e.g. DyT's W4A4 drop from its own fp32
+    accuracy against LayerNorm's): ``(acc_a - ref_a) - (acc_b - ref_b)`` in points, with the binomial noise of
+    all four accuracies (a conservative interval: the shared test images make the real noise smaller)."""
+    for name, v in (("acc_a", acc_a), ("ref_a", ref_a), ("acc_b", acc_b), ("ref_b", ref_b)):
+        check_number(name, v, 0.0, 1.0)
+    check_int("n_test", n_test, 1)
+    diff = ((acc_a - ref_a) - (acc_b - ref_b)) * 100
+    se = 100 * math.sqrt(sum(binomial_se(v, n_test) ** 2 for v in (acc_a, ref_a, acc_b, ref_b)))
+    half = sps.norm.ppf(0.5 + level / 2) * se
+    return Comparison(*labels, diff, diff - half, diff + half, f"binomial noise on {n_test} test images")
+
+
+def last_within_noise(levels: Sequence[float], accuracies: Sequence[float], reference: float, n_test: int) -> float:
+    """Walk ``levels`` from the mildest compression to the strongest (e.g. 8 bits down to 2, or sparsity 0.5 up
+    to 0.95) and return the last level reached before the first accuracy significantly below ``reference``
+    (``nan`` when already the first level is). A noise-aware "cliff": how far compression goes for free."""
+    if len(levels) != len(accuracies) or not len(levels):
+        raise ValueError("levels and accuracies must have the same, non-zero length")
+    last = float("nan")
+    for level, acc in zip(levels, accuracies):
+        c = compare(acc, reference, n_test)
+        if c.significant and c.diff < 0:
+            break
+        last = float(level)
+    return last
+
+
 def correlation(x: Sequence[float], y: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
     """Pearson r with a Fisher-z confidence interval; with fewer than 4 points the interval is (-1, 1)."""
     vx, vy = _values("x", x), _values("y", y)

@@ -10,7 +10,8 @@ Steps (``N`` a percentage, ``B`` a bit width from 2 to 8):
 
 - ``unstructured-N``: global magnitude pruning to N% sparsity, then fine-tuning with the masks fixed;
 - ``structured-N``: remove N% of the heads and FFN neurons (ViT) or channels (ConvNet), then fine-tune;
-- ``finetune``: the fine-tuning of ``qat`` without quantization (its fp32 control);
+- ``finetune``: the fine-tuning after pruning, on the dense model (the control of the pruning runs);
+- ``qat-control``: the training of ``qat`` without quantization (its fp32 control);
 - ``qat-wBaB``: quantization-aware training with fake-quantized weights and inputs;
 - ``ptq-wBaB``: post-training fake quantization, calibrated on training images;
 - ``dynamic-int8``, ``static-int8``: PyTorch's real int8 models; ``float16``, ``bfloat16``: half precision;
@@ -59,10 +60,10 @@ STUDENT_METHODS: dict[str, dict[str, float]] = {
     "crd+kd": {"ce": 0.1, "kd": 0.9, "crd": 0.8},
 }
 
-_STEP = re.compile(r"^(?:(unstructured|structured)-(\d{1,2})|(qat|ptq)-w([2-8])a([2-8])|(finetune)"
+_STEP = re.compile(r"^(?:(unstructured|structured)-(\d{1,2})|(qat|ptq)-w([2-8])a([2-8])|(finetune|qat-control)"
                    r"|(dynamic-int8|static-int8|float16|bfloat16)|student-([a-z+]+))$")
 EXAMPLES = ("dense", "unstructured-50", "unstructured-70", "unstructured-90", "structured-50", "finetune",
-            "qat-w4a8", "ptq-w8a8", "ptq-w4a8", "ptq-w4a4", "dynamic-int8", "static-int8", "float16",
+            "qat-control", "qat-w4a8", "ptq-w8a8", "ptq-w4a8", "ptq-w4a4", "dynamic-int8", "static-int8", "float16",
             "student-kd", "student-fitnet", "student-kd+dynamic-int8")
 
 
@@ -127,17 +128,34 @@ def _loader(bundle: DataBundle, subset: int | None, seed: int) -> DataLoader:
                       generator=torch.Generator().manual_seed(seed))
 
 
-def _train_step(model: nn.Module, step: str, bundle: DataBundle, family: str, seed: int, smoke: bool,
-                device: str) -> History:
-    """Train a prepared model for one trained step (fine-tune or QAT), recording DyT's alpha every epoch."""
-    recipe = QAT if step.startswith(("qat", "finetune")) else FINETUNE
+def _finetune_setup(bundle: DataBundle, family: str, seed: int, smoke: bool,
+                    recipe: dict[str, Any]) -> tuple[DataLoader, int]:
     subset = FINETUNE_SUBSET[family] if recipe is FINETUNE else None
     if smoke:
         subset = min(subset or 128, 128)
-    loader = _loader(bundle, subset, seed)
-    return fit(model, loader, bundle.test_loader, epochs=1 if smoke else recipe["epochs"], lr=recipe["lr"],
-               weight_decay=recipe["weight_decay"], seed=seed, device=device, progress=False,
-               augment=AUGMENTATIONS[recipe["augment"]], after_epoch=track_norms())
+    return _loader(bundle, subset, seed), 1 if smoke else recipe["epochs"]
+
+
+def finetune_steps(bundle: DataBundle, family: str, smoke: bool = False, recipe: dict[str, Any] | None = None) -> int:
+    """How many optimizer steps :func:`finetune` takes (for schedules that must end with the fine-tuning)."""
+    loader, epochs = _finetune_setup(bundle, family, 0, smoke, recipe or FINETUNE)
+    return epochs * len(loader)
+
+
+def finetune(model: nn.Module, bundle: DataBundle, family: str, seed: int = 0, smoke: bool = False,
+             device: str = "cpu", recipe: dict[str, Any] | None = None, **kwargs: Any) -> History:
+    """Fine-tune ``model`` with the zoo's recipe (default :data:`FINETUNE`; :data:`QAT` for quantization-aware
+    training), recording every norm layer's alpha and gamma after each epoch. Extra ``kwargs`` go to ``fit``
+    (e.g. ``after_step=GradualPruner(...)``): notebooks use this for runs outside the zoo with the same recipe."""
+    recipe = recipe or FINETUNE
+    loader, epochs = _finetune_setup(bundle, family, seed, smoke, recipe)
+    return fit(model, loader, bundle.test_loader, epochs=epochs, lr=recipe["lr"], weight_decay=recipe["weight_decay"],
+               seed=seed, device=device, progress=False, augment=AUGMENTATIONS[recipe["augment"]],
+               after_epoch=track_norms(), **kwargs)
+
+
+def _recipe_of(step: str) -> dict[str, Any]:
+    return QAT if step.startswith("qat") else FINETUNE
 
 
 def _prepare(parent: nn.Module, step: str, bundle: DataBundle) -> nn.Module:
@@ -147,7 +165,7 @@ def _prepare(parent: nn.Module, step: str, bundle: DataBundle) -> nn.Module:
         return global_prune(clone_model(parent), int(arg) / 100)
     if kind == "structured":
         return structured_prune(parent, int(arg) / 100)
-    if kind == "finetune":
+    if kind == "finetune" or step == "qat-control":
         return clone_model(parent)
     wb, ab = (int(v) for v in re.findall(r"\d", arg))  # qat-wBaB
     return Q.calibrate(Q.fake_quantize_model(parent, wb, ab), calibration_images(bundle))
@@ -194,7 +212,7 @@ def get_variant(recipe: str = "dense", model: str = "vit", norm: str = "dyt", *,
     check_int("seed", seed)
     bundle = data if data is not None else get_data(dataset, 64, smoke=smoke, seed=seed)
     current, history = get_baseline(model, norm, dataset, smoke=smoke, seed=seed, data=bundle, device=device,
-                                    progress=False, alpha_init=alpha_init)
+                                    progress=False, alpha_init=alpha_init, verbose=verbose)
     histories: dict[str, History] = {"dense": history}
     base_cfg = baseline_config(model, norm, dataset, smoke, seed, alpha_init=alpha_init)
     stem = checkpoint_name(base_cfg)
@@ -210,12 +228,12 @@ def get_variant(recipe: str = "dense", model: str = "vit", norm: str = "dyt", *,
             build, train = _student(current, method, bundle, model, norm, seed, smoke, device, size)
             current, histories[step] = train_or_load(name, build, train, cfg, verbose=verbose)
         elif step.startswith(("unstructured", "structured", "qat", "finetune")):
-            recipe_cfg = QAT if step.startswith(("qat", "finetune")) else FINETUNE
-            cfg = {**base_cfg, "chain": chain, "step": recipe_cfg, "subset": FINETUNE_SUBSET[model]}
+            cfg = {**base_cfg, "chain": chain, "step": _recipe_of(step), "subset": FINETUNE_SUBSET[model]}
             parent = current
             current, histories[step] = train_or_load(
                 name, lambda p=parent, s=step: _prepare(p, s, bundle),
-                lambda m, s=step: _train_step(m, s, bundle, model, seed, smoke, device), cfg, verbose=verbose)
+                lambda m, s=step: finetune(m, bundle, model, seed, smoke, device, _recipe_of(s)), cfg,
+                verbose=verbose)
         else:
             current = _post_training(current, step, bundle)
     return Variant(recipe, model, norm, seed, current.eval(), histories)

@@ -122,3 +122,13 @@ def test_op_time_breakdown_and_amdahl():
     assert amdahl_speedup(0.5, 4.0, other_reduction=2.0) == pytest.approx(1 / (0.125 + 0.25))
     with pytest.raises(ValueError):
         amdahl_speedup(1.5, 2.0)
+
+
+def test_accuracy_on_tensors_equals_accuracy_on_a_loader():
+    bundle = get_data("digits", batch_size=64)
+    m = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    x = torch.cat([b[0] for b in bundle.test_loader])
+    y = torch.cat([b[1] for b in bundle.test_loader])
+    assert accuracy(m, (x, y)) == accuracy(m, bundle.test_loader)
+    with pytest.raises(ValueError, match="differ in length"):
+        accuracy(m, (x, y[:-1]))

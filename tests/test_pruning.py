@@ -350,3 +350,16 @@ def test_sparse_storage_round_trips_and_is_smaller_when_sparse():
     assert sparse_size_on_disk(m, "bitmask") < sparse_size_on_disk(m, "csr") < sparse_size_on_disk(m, "coo")
     with pytest.raises(ValueError, match="fmt"):
         sparse_state_dict(m, "zip")
+
+
+def test_csr_linear_computes_the_same_function():
+    from course_utils.pruning import CSRLinear
+
+    lin = nn.Linear(32, 16)
+    prune.l1_unstructured(lin, "weight", amount=0.9)
+    csr = CSRLinear(lin)
+    x = torch.randn(3, 5, 32)
+    torch.testing.assert_close(csr(x), lin(x), atol=1e-5, rtol=1e-5)
+    assert csr.weight.layout == torch.sparse_csr and csr.weight.values().numel() == round(0.1 * 32 * 16)
+    with pytest.raises(ValueError, match="nn.Linear"):
+        CSRLinear(nn.Conv2d(1, 1, 1))

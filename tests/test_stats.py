@@ -93,3 +93,25 @@ def test_table_reads_in_html_and_text():
     assert "0.9431" not in text
     with pytest.raises(ValueError, match="columns"):
         Table(df, {"nope": "{:.1f}"})
+
+
+def test_last_within_noise_is_the_edge_before_the_first_significant_drop():
+    from course_utils.stats import last_within_noise
+
+    bits, acc = [8, 6, 4, 3, 2], [0.94, 0.943, 0.935, 0.80, 0.10]
+    assert last_within_noise(bits, acc, 0.943, 1000) == 4
+    assert last_within_noise([0.5, 0.9], [0.95, 0.96], 0.95, 1000) == 0.9
+    assert math.isnan(last_within_noise([0.5], [0.5], 0.95, 1000))
+    with pytest.raises(ValueError, match="same"):
+        last_within_noise([1, 2], [0.5], 0.9, 100)
+
+
+def test_compare_drops_adds_the_noise_of_four_accuracies():
+    from course_utils.stats import compare_drops
+
+    c = compare_drops(0.79, 0.943, 0.951, 0.962, 1000, labels=("DyT drop", "LN drop"))
+    assert c.diff == pytest.approx(-14.2) and c.significant and "lower" in c.verdict()
+    small = compare_drops(0.94, 0.943, 0.955, 0.962, 1000)
+    assert not small.significant
+    se = math.sqrt(sum(v * (1 - v) / 1000 for v in (0.94, 0.943, 0.955, 0.962))) * 100
+    assert small.high - small.low == pytest.approx(2 * 1.959964 * se, rel=1e-4)

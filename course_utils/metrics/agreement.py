@@ -13,25 +13,39 @@ from torch.utils.data import DataLoader
 
 from ..modules import capture
 
+Data = DataLoader | tuple[torch.Tensor, torch.Tensor]
+
+
+def _batches(data: Data, batch_size: int = 256):
+    """Batches ``(x, y)`` of a loader, or of a pair of tensors (e.g. calibration images kept apart from the test set)."""
+    if isinstance(data, tuple):
+        x, y = data
+        if len(x) != len(y):
+            raise ValueError(f"images and labels differ in length: {len(x)} vs {len(y)}")
+        return [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+    return data
+
 
 @torch.no_grad()
-def predictions(model: nn.Module, loader: DataLoader, device: str | torch.device = "cpu") -> torch.Tensor:
-    """Concatenated logits (float32, on the CPU) of ``model`` over ``loader``."""
+def predictions(model: nn.Module, data: Data, device: str | torch.device = "cpu") -> torch.Tensor:
+    """Concatenated logits (float32, on the CPU) of ``model`` over a loader or a pair ``(x, y)``."""
     model.eval()
-    return torch.cat([model(batch[0].to(device)).float().cpu() for batch in loader])
+    return torch.cat([model(batch[0].to(device)).float().cpu() for batch in _batches(data)])
 
 
-def labels(loader: DataLoader) -> torch.Tensor:
-    """The labels of ``loader`` in order (the loader must not shuffle)."""
-    return torch.cat([batch[1] for batch in loader])
+def labels(data: Data) -> torch.Tensor:
+    """The labels of a loader (which must not shuffle) or of a pair ``(x, y)``, in order."""
+    return torch.cat([batch[1] for batch in _batches(data)])
 
 
-def accuracy(model: nn.Module | torch.Tensor, loader: DataLoader, device: str | torch.device = "cpu") -> float:
-    """Top-1 accuracy of a model (or of precomputed logits) on ``loader``."""
-    logits = model if isinstance(model, torch.Tensor) else predictions(model, loader, device)
-    y = labels(loader)
+def accuracy(model: nn.Module | torch.Tensor, data: Data, device: str | torch.device = "cpu") -> float:
+    """Top-1 accuracy of a model (or of precomputed logits) on a loader or a pair ``(x, y)``."""
+    logits = model if isinstance(model, torch.Tensor) else predictions(model, data, device)
+    y = labels(data)
     if len(y) == 0:
-        raise ValueError("loader is empty: nothing to evaluate")
+        raise ValueError("no examples: nothing to evaluate")
+    if len(logits) != len(y):
+        raise ValueError(f"{len(logits)} predictions for {len(y)} labels")
     return (logits.argmax(1) == y).float().mean().item()
 
 

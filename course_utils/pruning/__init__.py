@@ -9,7 +9,14 @@
 
 from .lowrank import LowRankLinear, choose_rank, factorize_linear, low_rank_factorize, low_rank_layers
 from .schedules import GradualPruner, ThresholdPruner, cubic_sparsity
-from .storage import SPARSE_FORMATS, dense_from_sparse, sparse_size_on_disk, sparse_state_dict, storage_report
+from .storage import (
+    SPARSE_FORMATS,
+    CSRLinear,
+    dense_from_sparse,
+    sparse_size_on_disk,
+    sparse_state_dict,
+    storage_report,
+)
 from .structured import (
     channel_importance,
     ffn_importance,
@@ -41,7 +48,7 @@ from .unstructured import (
 )
 
 __all__ = [
-    "GradualPruner", "LowRankLinear", "PRUNABLE_TYPES", "SCALES", "SPARSE_FORMATS", "ThresholdPruner",
+    "CSRLinear", "GradualPruner", "LowRankLinear", "PRUNABLE_TYPES", "SCALES", "SPARSE_FORMATS", "ThresholdPruner",
     "ThresholdPruning", "channel_importance", "choose_rank", "cubic_sparsity", "dense_from_sparse",
     "factorize_linear", "ffn_importance", "global_prune", "global_sparsity", "global_threshold", "head_importance",
     "largest_sparsity_within", "layer_threshold", "layerwise_prune", "ln_importance", "low_rank_factorize",

@@ -92,3 +92,24 @@ def storage_report(model: nn.Module) -> pd.DataFrame:
     df["kB"] = df["bytes"] / 1024
     df["vs dense"] = df["bytes"] / df["bytes"].iloc[0]
     return df
+
+
+class CSRLinear(nn.Module):
+    """A Linear whose weight is stored in CSR and multiplied with ``torch.sparse`` kernels, so that zeros are
+    skipped instead of multiplied: the experiment that shows when a sparse kernel beats a dense one."""
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        if not isinstance(linear, nn.Linear):
+            raise ValueError(f"linear must be an nn.Linear, got {type(linear).__name__}")
+        w = clone_model(linear, fold=True).weight.detach()
+        with warnings.catch_warnings():  # "sparse CSR support is in beta"
+            warnings.simplefilter("ignore", UserWarning)
+            self.weight = w.to_sparse_csr()
+        self.bias = None if linear.bias is None else linear.bias.detach().clone()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, x.shape[-1])
+        out = (self.weight @ flat.T).T
+        out = out if self.bias is None else out + self.bias
+        return out.reshape(*x.shape[:-1], -1)
