@@ -1,0 +1,199 @@
+"""The grader's four jobs as functions: release, grade, validate, check (the CLI is a thin layer over them)."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import nbformat
+
+from ..paths import REPO_ROOT, check_path
+from ..running import discover
+from .core import ERROR, MISSING, PASSED, TAMPERED, Result, grade_layout
+from .layout import Layout, instructor_layout, read_notebook, self_check_layout, student_notebook
+from .report import Row, write_outputs
+from .runner import Limits, kill_all, resume
+from .sandbox import probe
+from .submission import read_submission
+
+NOTEBOOKS = REPO_ROOT / "notebooks"
+T = TypeVar("T")
+
+
+@dataclass
+class GradeReport:
+    """What ``grade`` did: every gradebook row, where it wrote, how long it took, how the kernels were boxed."""
+
+    rows: list[Row]
+    out: Path
+    seconds: float
+    protections: str
+    warnings: list[str] = field(default_factory=list)
+
+
+def _count(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}={value!r} is not valid; it must be an integer >= 1")
+    return value
+
+
+def _seconds(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name}={value!r} is not valid; it must be a number of seconds > 0")
+    return float(value)
+
+
+def _folder(name: str, value: object) -> Path:
+    path = check_path(name, value)
+    assert path is not None
+    if not path.is_dir():
+        raise ValueError(f"{name}={value}: no such folder")
+    return path.resolve()
+
+
+def limits(timeout_cell: float = 60.0, timeout_notebook: float = 600.0, memory_gb: float = 6.0) -> Limits:
+    """Checked :class:`Limits` (ValueError naming the parameter)."""
+    memory = _seconds("memory_gb", memory_gb)
+    return Limits(_seconds("timeout_cell", timeout_cell), _seconds("timeout_notebook", timeout_notebook),
+                  int(memory * (1 << 30)))
+
+
+def layouts(notebooks_dir: os.PathLike | str = NOTEBOOKS) -> list[Layout]:
+    """The instructor's numbered notebooks, parsed; ValueError if there are none or one breaks a convention."""
+    folder = _folder("notebooks_dir", notebooks_dir)
+    found = [instructor_layout(nb) for nb in discover(folder)]
+    if not found:
+        raise ValueError(f"notebooks_dir={notebooks_dir}: no numbered notebooks (NN_name.ipynb) in it")
+    return found
+
+
+def release(out: os.PathLike | str = REPO_ROOT / "student", notebooks_dir: os.PathLike | str = NOTEBOOKS) -> list[Path]:
+    """Student versions of every numbered notebook in ``out``: solutions stubbed, hidden tests removed, outputs
+    cleared, cell ids kept. Returns the files written."""
+    target = check_path("out", out)
+    assert target is not None
+    written = []
+    for layout in layouts(notebooks_dir):
+        path = target / layout.name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        nbformat.write(student_notebook(layout), os.fspath(path))
+        written.append(path)
+    return written
+
+
+def _run_all(workers: int, calls: list[tuple[Callable[..., T], tuple[Any, ...]]]) -> list[T]:
+    """Run ``calls`` on ``workers`` threads (each drives one worker process at a time), in order. If one fails or
+    the user interrupts, every running box is killed and nothing new starts."""
+    resume()
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
+        futures = [pool.submit(function, *args) for function, args in calls]
+        return [f.result() for f in futures]
+    except BaseException:
+        kill_all()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _grade_one(student: str, path: Path, layout: Layout, lim: Limits, hide: list[str], sandbox: bool
+               ) -> tuple[list[Row], nbformat.NotebookNode | None]:
+    """Rows (and executed notebook) of one student's notebook; a missing or unreadable file costs no kernel."""
+    row = lambda r: Row(student, layout.name, r.exercise, r.points, r.max_points, r.status, r.message)  # noqa: E731
+    if not path.is_file():
+        return [Row(student, layout.name, e.number, 0.0, e.points, MISSING, f"{layout.name} was not submitted")
+                for e in layout.exercises], None
+    try:
+        submission = read_submission(layout, read_notebook(path, "submitted notebook"))
+    except Exception as e:  # noqa: BLE001 - whatever is wrong with one student's file must not stop the others
+        cause = e.__cause__ or e
+        reason = f"{layout.name} could not be read as a notebook ({type(cause).__name__}: {cause})"
+        return [Row(student, layout.name, x.number, 0.0, x.points, ERROR, reason[:500]) for x in layout.exercises], \
+            None
+    outcome = grade_layout(layout, submission.solutions, lim, probe(sandbox), hide, submission.flags)
+    rows = [row(r) for r in outcome.results]
+    rows += [Row(student, layout.name, number, 0.0, 0.0, TAMPERED, message) for number, message in submission.tampered]
+    return rows, outcome.executed
+
+
+def grade(submissions: os.PathLike | str, out: os.PathLike | str, jobs: int = 2, timeout_cell: float = 60.0,
+          timeout_notebook: float = 600.0, notebooks_dir: os.PathLike | str = NOTEBOOKS, memory_gb: float = 6.0,
+          sandbox: bool = True) -> GradeReport:
+    """Grade every student folder in ``submissions`` (one folder per student, notebooks under their usual names)
+    and write the gradebook, feedback and executed notebooks to ``out``. Raises ValueError for bad input and
+    ``GraderError`` when the grader itself cannot run; a student's code can cause neither."""
+    started = time.monotonic()
+    root = _folder("submissions", submissions)
+    target = check_path("out", out)
+    assert target is not None
+    target = target.expanduser().resolve()
+    if target == root or root in target.parents:
+        raise ValueError(f"out={out} is inside submissions={submissions}; choose a folder outside it")
+    workers, lim, series = _count("jobs", jobs), limits(timeout_cell, timeout_notebook, memory_gb), \
+        layouts(notebooks_dir)
+    students = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not students:
+        raise ValueError(f"submissions={submissions}: no student folders in it (expected e.g. alice/01_....ipynb)")
+    box = probe(sandbox)
+    hide = [str(_folder("notebooks_dir", notebooks_dir)), str(root), str(target)]
+    done = _run_all(workers, [(_grade_one, (s.name, s / layout.name, layout, lim, hide, sandbox))
+                              for s in students for layout in series])
+    rows = [r for rs, _ in done for r in rs]
+    executed = {(s.name, layout.name): nb for (s, layout), (_, nb) in
+                zip([(s, layout) for s in students for layout in series], done) if nb is not None}
+    seconds = time.monotonic() - started
+    write_outputs(target, rows, executed, {"protections": box.describe(), "warnings": list(box.warnings),
+                                           "seconds": round(seconds, 1), "jobs": workers, "limits": vars(lim)})
+    return GradeReport(rows, target, seconds, box.describe(), list(box.warnings))
+
+
+def validate(notebooks_dir: os.PathLike | str = NOTEBOOKS, jobs: int = 2, timeout_cell: float = 60.0,
+             timeout_notebook: float = 600.0, sandbox: bool = True) -> list[str]:
+    """Problems with the instructor's notebooks (empty: all good): each must score full marks with its own
+    solutions, and zero as released; the released version must read back as untouched and unattempted."""
+    workers, lim, series = _count("jobs", jobs), limits(timeout_cell, timeout_notebook), layouts(notebooks_dir)
+    hide = [str(_folder("notebooks_dir", notebooks_dir))]
+    problems: list[str] = []
+    for layout in series:
+        back = read_submission(layout, student_notebook(layout))
+        if back.tampered or any(s != [None] * len(s) for s in back.solutions.values()):
+            problems.append(f"{layout.name}: the released version does not read back as unattempted "
+                            f"({'; '.join(m for _, m in back.tampered) or 'solutions found'})")
+    box = probe(sandbox)
+    runs = [(layout.name, kind, solutions) for layout in series
+            for kind, solutions in (("instructor", {e.ordinal: list(e.solutions) for e in layout.exercises}),
+                                    ("released", {}))]
+    by_name = {layout.name: layout for layout in series}
+    outcomes = _run_all(workers, [(grade_layout, (by_name[name], solutions, lim, box, hide))
+                                  for name, _, solutions in runs])
+    for (name, kind, _), outcome in zip(runs, outcomes):
+        for r in outcome.results:
+            if kind == "instructor" and r.status != PASSED:
+                problems.append(f"{name}: exercise {r.exercise} scores {r.points:g}/{r.max_points:g} with the "
+                                f"instructor's solution ({r.status}: {r.message})")
+            if kind == "released" and (r.points > 0 or r.status == PASSED):
+                problems.append(f"{name}: exercise {r.exercise} of the released version scores "
+                                f"{r.points:g}/{r.max_points:g} without a solution")
+    return problems
+
+
+def check(notebook: os.PathLike | str, timeout_cell: float = 60.0, timeout_notebook: float = 600.0,
+          sandbox: bool = True) -> list[Result]:
+    """Grade a student's own notebook with the public checks it contains (no hidden tests: they are not there)."""
+    path = check_path("notebook", notebook)
+    assert path is not None
+    if not path.is_file():
+        raise ValueError(f"notebook={notebook}: no such file")
+    layout = self_check_layout(read_notebook(path, "notebook"), path.name)
+    if not layout.exercises:
+        raise ValueError(f"notebook={notebook}: no exercise check cells found (cells starting with "
+                         "'# NBVAL_CHECK_OUTPUT' that call exercise(...))")
+    outcome = grade_layout(layout, {}, limits(timeout_cell, timeout_notebook), probe(sandbox),
+                           [str(path.resolve().parent)])
+    return [r for r in outcome.results if r.status != TAMPERED]
