@@ -11,7 +11,7 @@ TEST_OUT := $(CURDIR)/runs/test
 TEST_ENV := COURSE_CHECKPOINT_DIR=$(TEST_OUT)/checkpoints COURSE_FIGURES_DIR=$(TEST_OUT)/figures \
             COURSE_RESULTS_PATH=$(TEST_OUT)/results.json
 
-.PHONY: setup run smoke test unit notebooks lint student clean outputs
+.PHONY: setup run smoke test unit notebooks lint student grade validate clean outputs
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,8 +29,8 @@ run: setup  ## the main job: every notebook in order, full mode (pass ARGS="--sm
 smoke: setup  ## the whole series in smoke mode (about a minute per notebook)
 	$(PY) -m course_utils.running --smoke $(ARGS)
 
-lint: setup
-	$(PY) -m ruff check course_utils tests
+lint: setup  ## ruff on the package, the tests and the notebooks
+	$(PY) -m ruff check course_utils tests notebooks
 
 unit: setup  ## unit tests of course_utils
 	$(PY) -m pytest -q tests
@@ -40,10 +40,17 @@ notebooks: setup  ## papermill runs the series in smoke mode, then nbval validat
 	$(TEST_ENV) $(PY) -m course_utils.running --smoke --output-dir $(TEST_OUT)/executed
 	$(TEST_ENV) COURSE_SMOKE=1 $(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env notebooks
 
-test: lint unit notebooks  ## everything CI checks
+test: lint unit validate notebooks  ## everything CI checks
 
-student: setup  ## student versions of the notebooks (solutions stripped) in student/
-	$(PY) -m course_utils.grading --out student
+student: setup  ## student versions (solutions and hidden tests removed, cell ids kept) in student/
+	$(PY) -m course_utils.grading release --out student
+
+grade: setup  ## make grade SUBMISSIONS=folder [GRADES=runs/grades]: one sub-folder per student
+	@test -n "$(SUBMISSIONS)" || { echo "usage: make grade SUBMISSIONS=folder (one folder per student)"; exit 2; }
+	$(PY) -m course_utils.grading grade "$(SUBMISSIONS)" --out $(or $(GRADES),runs/grades) --jobs 2
+
+validate: setup  ## the instructor's notebooks score full marks, the released ones zero
+	$(PY) -m course_utils.grading validate --jobs 2
 
 clean:
 	rm -rf runs student .pytest_cache

@@ -151,3 +151,31 @@ def capture(model: nn.Module, layers: Iterable[str] | FilterFn, kind: str = "out
     finally:
         for h in handles:
             h.remove()
+
+
+def as_float_linear(module: nn.Module) -> nn.Linear:
+    """A plain fp32 ``nn.Linear`` computing what a (possibly pruned, fake-quantized or int8) linear layer computes.
+
+    Analyses that need a layer's matrix (ViM's principal subspace, say) then work on every model of the zoo.
+    """
+    inner = getattr(module, "layer", None) or getattr(module, "module", None)  # FakeQuantLayer / QuantWrapper
+    if inner is not None and not isinstance(module, nn.Linear):
+        weight = module.quantized_weight() if hasattr(module, "quantized_weight") else None
+        base = as_float_linear(inner)
+        if weight is not None:
+            with torch.no_grad():
+                base.weight.copy_(weight.detach().float())
+        return base
+    if isinstance(module, nn.Linear) and not callable(getattr(module, "weight", None)):
+        w, b = effective_weight(module), module.bias
+    elif callable(getattr(module, "weight", None)):  # torch.ao quantized Linear: weight() and bias() are methods
+        w, b = module.weight(), module.bias()
+        w = w.dequantize() if w.is_quantized else w
+    else:
+        raise ValueError(f"{type(module).__name__} is not a linear layer")
+    out = nn.Linear(w.shape[1], w.shape[0], bias=b is not None)
+    with torch.no_grad():
+        out.weight.copy_(w.detach().float())
+        if b is not None:
+            out.bias.copy_(b.detach().float())
+    return out
