@@ -1,0 +1,25 @@
+"""Deploy a (compressed) course model to edge runtimes, check it still computes the same thing, and time it.
+
+``deploy(model, runtime, precision, calibration=...)`` exports to ONNX Runtime, OpenVINO (+NNCF int8) or
+ExecuTorch (XNNPACK, fp32 and PT2E int8) and returns a :class:`Runner`: callable on a torch batch (a
+``metrics.benchmark`` candidate), with ``predict``, its artifact ``path`` and ``size_bytes``. The eager references
+(``"pytorch"`` fp32 / int8_dynamic, ``"torch_compile"``) are runners too. ``python -m course_utils.deploy --bench``
+times them all on the ViT-DyT baseline.
+
+Modules: :mod:`.attention` (SDPA -> 3-D bmm rewrite), :mod:`.onnx_runtime`, :mod:`.openvino_nncf`,
+:mod:`.executorch_xnnpack`, :mod:`.runners`, :mod:`.parity`, :mod:`.api`, :mod:`.bench`.
+"""
+
+from __future__ import annotations
+
+from .api import NEEDS_CALIBRATION, RUNTIMES, TARGETS, check_target, deploy, deploy_all
+from .attention import BmmAttention, attention_layers, export_friendly
+from .common import DeploymentError, calibration_batches, default_workdir
+from .executorch_xnnpack import executorch_threads, xnnpack_partitions
+from .parity import TOLERANCES, DeploymentMismatchError, ParityReport, Tolerance, check_parity
+from .runners import Runner, TorchRunner, compiled_runner, eager_runner
+
+__all__ = ["BmmAttention", "DeploymentError", "DeploymentMismatchError", "NEEDS_CALIBRATION", "ParityReport",
+           "RUNTIMES", "Runner", "TARGETS", "TOLERANCES", "Tolerance", "TorchRunner", "attention_layers",
+           "calibration_batches", "check_parity", "check_target", "compiled_runner", "default_workdir", "deploy",
+           "deploy_all", "eager_runner", "executorch_threads", "export_friendly", "xnnpack_partitions"]

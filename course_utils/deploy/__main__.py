@@ -1,0 +1,37 @@
+"""``python -m course_utils.deploy --bench [--smoke]``: deploy the ViT-DyT baseline everywhere and print one JSON
+line of speedups, sizes and accuracy deltas (see :func:`course_utils.deploy.bench.run_bench`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m course_utils.deploy", description=__doc__)
+    parser.add_argument("--bench", action="store_true", help="deploy to every runtime/precision and time them")
+    parser.add_argument("--smoke", action="store_true", help="1-epoch baseline, 3 short rounds: a quick check")
+    parser.add_argument("--rounds", type=int, default=None, help="interleaved timing rounds (default 21; smoke 3)")
+    parser.add_argument("--min-run-time", type=float, default=None, help="seconds per measurement (default 0.1)")
+    parser.add_argument("--workdir", default=None, help="artifact folder (default: checkpoints/deploy)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads for every runtime (default: torch's current count)")
+    args = parser.parse_args(argv)
+    if not args.bench:
+        parser.print_help()
+        return 2
+    for flag, value in (("--rounds", args.rounds), ("--threads", args.threads)):
+        if value is not None and value < 1:
+            parser.error(f"{flag} must be >= 1")
+    from .bench import run_bench
+
+    result = run_bench(smoke=args.smoke, rounds=args.rounds, min_run_time=args.min_run_time, workdir=args.workdir,
+                       threads=args.threads)
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,310 @@
+"""Tests of course_utils.deploy: the bmm attention rewrite, export + parity on every runtime and precision, the DyT
+pattern in the ONNX graph, XNNPACK partition counts, torch.compile freshness, bad inputs and atomic artifacts.
+
+Tiny models (ViT dim 16, depth 1 on 28x28; a 2-stage ConvNet) trained for a few steps on real digits, so int8
+parity is judged on real predictions, not on near-tied random logits.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils import prune
+
+import course_utils.deploy as D
+from course_utils.data import get_data, stack_loader
+from course_utils.deploy.executorch_xnnpack import xnnpack_partitions
+from course_utils.deploy.onnx_runtime import dyt_patterns, op_counts
+from course_utils.models import Attention, ConvNet, DynamicTanh, ViT
+from course_utils.pruning.lowrank import low_rank_factorize
+from course_utils.pruning.structured import prune_attention_heads
+
+SHAPE = (1, 28, 28)
+INT8_TEST_TOL = D.Tolerance(min_cosine=0.98, min_agreement=0.85)
+
+
+def _train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int = 40) -> nn.Module:
+    """A few Adam steps: enough for distinct logits (int8 parity is about agreement, not accuracy)."""
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.train()
+    for i in range(steps):
+        j = (i * 64) % len(x)
+        loss = nn.functional.cross_entropy(model(x[j:j + 64]), y[j:j + 64])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models on a shared 2-core machine: a second intra-op thread mostly waits for the other one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def digits() -> dict[str, torch.Tensor]:
+    bundle = get_data("mnist_5k", batch_size=64, smoke=True, seed=0)
+    x, y = stack_loader(bundle.train_loader, 512)
+    xt, yt = stack_loader(bundle.test_loader, 128)
+    return {"x": x, "y": y, "calib": x[:128], "xt": xt, "yt": yt}
+
+
+@pytest.fixture(scope="module")
+def vit(digits) -> ViT:
+    torch.manual_seed(0)
+    return _train(ViT(img_size=28, dim=16, depth=1, heads=2, mlp_ratio=2, norm="dyt"), digits["x"], digits["y"])
+
+
+@pytest.fixture(scope="module")
+def cnn(digits) -> ConvNet:
+    torch.manual_seed(0)
+    return _train(ConvNet(widths=(4, 8), norm="dyt"), digits["x"], digits["y"], steps=24)
+
+
+# ------------------------------------------------------------------------------------------ attention rewrite
+
+def _max_diff(a: nn.Module, b: nn.Module, x: torch.Tensor) -> float:
+    with torch.no_grad():
+        return (a(x) - b(x)).abs().max().item()
+
+
+def test_bmm_attention_equals_sdpa():
+    torch.manual_seed(0)
+    attn = Attention(24, 3).eval()
+    x = torch.randn(5, 17, 24)
+    assert _max_diff(attn, D.BmmAttention(attn), x) < 1e-5
+    with torch.no_grad():
+        attn.head_mask[1] = 0
+    rewritten = D.BmmAttention(attn)
+    assert rewritten.masked and _max_diff(attn, rewritten, x) < 1e-5
+
+
+def test_export_friendly_on_compressed_models(vit):
+    x = torch.randn(6, *SHAPE)
+    heads_off = prune_attention_heads(vit, 0.5, physical=False)  # head_mask zeros
+    pruned_heads = prune_attention_heads(vit, 0.5, physical=True)  # num_heads 2 -> 1, narrower q/k/v/proj
+    masked = D.export_friendly(vit, attention="sdpa")
+    prune.l1_unstructured(masked.blocks[0].mlp.fc1, "weight", amount=0.5)  # a live pruning mask
+    lowrank = low_rank_factorize(vit, rank=4)
+    assert pruned_heads.blocks[0].attn.num_heads == 1
+    for model in (vit, heads_off, pruned_heads, masked, lowrank):
+        ready = D.export_friendly(model)
+        assert not D.attention_layers(ready) and isinstance(ready.blocks[0].attn, D.BmmAttention)
+        assert _max_diff(model, ready, x) < 1e-5
+    assert D.attention_layers(vit), "the original model is never changed"
+
+
+# ------------------------------------------------------------------------------------------ ONNX Runtime
+
+@pytest.fixture(scope="module")
+def ort_fp32(vit, tmp_path_factory) -> D.Runner:
+    return D.deploy(vit, "onnxruntime", "fp32", example_shape=SHAPE, workdir=tmp_path_factory.mktemp("ort"))
+
+
+def test_onnx_graph_keeps_dyt_as_mul_tanh_mul_add(vit, cnn, ort_fp32, tmp_path):
+    for model in (vit, cnn):
+        runner = ort_fp32 if model is vit else D.deploy(model, "onnxruntime", "fp32", example_shape=SHAPE,
+                                                        workdir=tmp_path)
+        layers = [m for m in model.modules() if isinstance(m, DynamicTanh)]
+        found = dyt_patterns(runner.path)
+        assert len(found) == len(layers) == runner.info["dyt_layers_in_graph"]
+        assert sorted(f["alpha_value"] for f in found) == pytest.approx(sorted(m.alpha.item() for m in layers))
+        counts = op_counts(runner.path)
+        assert counts["Tanh"] == len(layers) and counts["Mul"] >= 2 * len(layers) and counts["Add"] >= len(layers)
+        pools = 1 if isinstance(model, ConvNet) else 0  # the ConvNet's global average pool; DyT adds no reduction
+        assert "LayerNormalization" not in counts and counts["ReduceMean"] == pools
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8_dynamic", "int8_static"])
+def test_onnxruntime_parity(vit, digits, tmp_path, precision):
+    runner = D.deploy(vit, "onnxruntime", precision, calibration=digits["calib"], workdir=tmp_path,
+                      verify=[(digits["xt"], digits["yt"])], tolerance=None if precision == "fp32" else INT8_TEST_TOL)
+    report = runner.parity
+    assert report.n == len(digits["xt"]) and report.ok and report.accuracy is not None
+    if precision == "fp32":
+        assert report.max_abs_diff < 1e-4 and report.agreement == 1.0
+    out = runner(digits["xt"][:3])
+    assert isinstance(out, torch.Tensor) and out.shape == (3, 10) and out.dtype == torch.float32
+    assert runner.path.exists() and runner.size_bytes == runner.path.stat().st_size > 0
+    assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".")], "no temporary files left"
+
+
+def test_compressed_models_deploy_like_dense_ones(vit, digits, tmp_path):
+    compressed = low_rank_factorize(prune_attention_heads(vit, 0.5), rank=4)  # fewer heads, down/up Linears
+    prune.l1_unstructured(compressed.blocks[0].mlp.fc2.up, "weight", amount=0.5)  # a live pruning mask
+    for runtime in ("onnxruntime", "openvino"):
+        runner = D.deploy(compressed, runtime, "fp32", example_shape=SHAPE, workdir=tmp_path, verify=digits["xt"])
+        assert runner.parity.ok and runner.parity.max_abs_diff < 1e-4
+
+
+# ------------------------------------------------------------------------------------------ OpenVINO + NNCF
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_openvino_parity(vit, digits, tmp_path, precision):
+    runner = D.deploy(vit, "openvino", precision, calibration=digits["calib"], workdir=tmp_path,
+                      tolerance=None if precision == "fp32" else INT8_TEST_TOL)
+    assert "float32" in runner.info["inference_precision"], "fp32 means fp32, not the CPU's bf16 default"
+    report = D.check_parity(runner, vit, digits["xt"], labels=digits["yt"], tolerance=D.TOLERANCES["fp32"]
+                            if precision == "fp32" else INT8_TEST_TOL)
+    assert report.ok
+    assert runner.path.suffix == ".xml" and runner.path.with_suffix(".bin").exists()
+    if precision == "int8":
+        assert runner.info["fake_quantize_nodes"] > 0
+
+
+def test_openvino_convnet_static_and_dynamic_batches(cnn, digits, tmp_path):
+    runner = D.deploy(cnn, "openvino", "fp32", example_shape=SHAPE, workdir=tmp_path, batch_sizes=(2,))
+    assert set(runner.requests) == {None, 2}  # a static copy for batch 2, the dynamic IR for the rest
+    with torch.no_grad():
+        for n in (2, 7):
+            np.testing.assert_allclose(runner.predict(digits["xt"][:n]), cnn(digits["xt"][:n]).numpy(), atol=1e-4)
+
+
+# ------------------------------------------------------------------------------------------ ExecuTorch + XNNPACK
+
+@pytest.fixture(scope="module")
+def et_fp32(vit, digits, tmp_path_factory) -> D.Runner:
+    """One fp32 ExecuTorch deployment shared by two tests (each XNNPACK lowering takes seconds)."""
+    return D.deploy(vit, "executorch", "fp32", batch_sizes=(1, 4), workdir=tmp_path_factory.mktemp("et"),
+                    verify=[(digits["xt"], digits["yt"])])
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_executorch_parity_and_partitions(vit, digits, tmp_path, precision, et_fp32):
+    if precision == "fp32":
+        runner, sizes = et_fp32, (1, 4)
+    else:
+        sizes = (4,)
+        runner = D.deploy(vit, "executorch", "int8", calibration=digits["calib"], batch_sizes=sizes,
+                          workdir=tmp_path, verify=[(digits["xt"], digits["yt"])], tolerance=INT8_TEST_TOL)
+    assert runner.parity.ok and runner.parity.accuracy is not None
+    assert sorted(p.name for p in runner.path.iterdir()) == [f"model_b{bs}.pte" for bs in sizes]
+    assert runner.info["partitions"] <= 2 and runner.info["delegated_ops"] > 20
+    assert set(runner.info["undelegated_ops"]) <= {"aten.expand_copy.default", "aten.select_copy.int"}
+    assert runner(digits["xt"][:4]).shape == (4, 10)
+    assert runner.size_bytes == max(p.stat().st_size for p in runner.path.iterdir())  # one program ships
+    with pytest.raises(ValueError, match="no .pte was built for batch size 3"):
+        runner(digits["xt"][:3])
+    assert runner.predict(digits["xt"][:11]).shape == (11, 10)  # padded up to built sizes
+
+
+def test_sdpa_splits_the_xnnpack_graph(vit, et_fp32):
+    before = xnnpack_partitions(vit, SHAPE, attention="sdpa")
+    assert before["partitions"] > et_fp32.info["partitions"] == 2
+    assert before["undelegated_ops"], "SDPA leaves ops to the portable CPU kernels"
+
+
+# ------------------------------------------------------------------------------------------ eager references
+
+def test_eager_runners(vit, digits):
+    fp32 = D.deploy(vit, "pytorch", "fp32")
+    assert fp32.module is vit and fp32.parity.max_abs_diff == 0
+    int8 = D.deploy(vit, "pytorch", "int8_dynamic", verify=digits["xt"], tolerance=INT8_TEST_TOL)
+    assert int8.size_bytes < fp32.size_bytes and int8.parity.ok
+
+
+def test_compiled_runner_is_fresh_per_model(digits):
+    torch.manual_seed(1)
+    a, b = ViT(dim=16, depth=1, heads=2).eval(), ViT(dim=16, depth=1, heads=2).eval()
+    x = digits["xt"][:4]
+    ra = D.compiled_runner(a, SHAPE, (4,), backend="eager")
+    rb = D.compiled_runner(b, SHAPE, (4,), backend="eager")
+    with torch.no_grad():
+        assert torch.allclose(rb(x), b(x), atol=1e-6) and not torch.allclose(rb(x), a(x), atol=1e-4)
+        assert torch.allclose(ra(x), a(x), atol=1e-6), "an earlier runner still runs its own model"
+    assert rb.predict(digits["xt"][:6]).shape == (6, 10)
+
+
+def test_compiled_runner_rejects_a_stale_graph(monkeypatch):
+    torch.manual_seed(2)
+    other = ViT(dim=16, depth=1, heads=2).eval()
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: other)  # as if dynamo reused another model's graph
+    with pytest.raises(D.DeploymentMismatchError, match="stale compiled graph"):
+        D.compiled_runner(ViT(dim=16, depth=1, heads=2), SHAPE, (2,), backend="eager")
+
+
+# ------------------------------------------------------------------------------------------ bad input
+
+def test_bad_targets_and_arguments(vit, digits, tmp_path):
+    with pytest.raises(ValueError, match=r"runtime='tflite' is not valid; choose one of \['pytorch'"):
+        D.deploy(vit, "tflite")
+    with pytest.raises(ValueError, match=r"precision='int4' is not valid for runtime 'openvino'.*'int8'"):
+        D.deploy(vit, "openvino", "int4")
+    for runtime, precision in sorted(D.NEEDS_CALIBRATION):
+        with pytest.raises(ValueError, match="needs calibration"):
+            D.deploy(vit, runtime, precision)
+    with pytest.raises(ValueError, match="calibration data is empty"):
+        D.deploy(vit, "openvino", "int8", calibration=torch.zeros(0, *SHAPE))
+    any_size = ConvNet(widths=(4,))  # a ConvNet takes any H x W: nothing to guess the shape from
+    with pytest.raises(ValueError, match="example_shape"):
+        D.deploy(any_size, "onnxruntime")
+    with pytest.raises(ValueError, match="example_shape"):
+        D.deploy(any_size, "onnxruntime", example_shape=(28, 28))
+    with pytest.raises(ValueError, match="batch_sizes"):
+        D.deploy(vit, "executorch", batch_sizes=(0,))
+    with pytest.raises(ValueError, match="calibration=None"):
+        D.deploy_all(vit, [("onnxruntime", "int8_static")])
+    with pytest.raises(ValueError, match="attention='flash'"):
+        D.deploy(vit, "onnxruntime", attention="flash")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(ValueError, match="cannot write artifacts into"):
+        D.deploy(vit, "onnxruntime", workdir=blocker / "deploy")
+    blocker.unlink()
+    assert not tmp_path.exists() or not any(tmp_path.iterdir()), "nothing written before the checks"
+
+
+class _DataDependent(nn.Module):
+    """Branches on a tensor value: no exporter can capture that as one graph."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(28 * 28, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.fc(x.flatten(1))
+        return y if y.sum() > 0 else -y
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "executorch", "openvino"])
+def test_failed_export_is_a_clear_error_and_leaves_nothing(tmp_path, runtime):
+    # torch.export refuses the branch; OpenVINO's tracer bakes one side in, which the parity check then catches
+    error = D.DeploymentMismatchError if runtime == "openvino" else D.DeploymentError
+    with pytest.raises(error, match="failed: |disagrees with the PyTorch model"):
+        D.deploy(_DataDependent(), runtime, example_shape=SHAPE, workdir=tmp_path, batch_sizes=(1,))
+    assert not list(tmp_path.rglob("*.onnx")) and not list(tmp_path.rglob("*.pte"))
+    assert not [p for p in tmp_path.iterdir()], "no half-written artifact folder"
+
+
+def test_mismatch_raises_with_the_numbers(vit, digits, ort_fp32):
+    runner = ort_fp32
+    torch.manual_seed(3)
+    stranger = ViT(dim=16, depth=1, heads=2).eval()
+    with pytest.raises(D.DeploymentMismatchError, match="argmax agreement|output cosine"):
+        D.check_parity(runner, stranger, digits["xt"], labels=digits["yt"])
+    report = D.check_parity(runner, stranger, digits["xt"], raise_on_mismatch=False)
+    assert not report.ok and report.problems()
+    with pytest.raises(D.DeploymentMismatchError, match="looser tolerance"):
+        D.deploy(vit, "pytorch", "int8_dynamic", verify=digits["xt"], tolerance=D.Tolerance(1.5, 0))
+
+
+# ------------------------------------------------------------------------------------------ bench CLI
+
+def test_bench_cli_prints_one_json_line(monkeypatch, capsys):
+    import course_utils.deploy.bench as bench
+    from course_utils.deploy.__main__ import main
+
+    assert main([]) == 2  # no --bench: help, nothing run
+    monkeypatch.setattr(bench, "run_bench", lambda **kw: {"openvino_int8_b1": 4.5, "smoke": kw["smoke"]})
+    capsys.readouterr()
+    assert main(["--bench", "--smoke"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0]) == {"openvino_int8_b1": 4.5, "smoke": True}
