@@ -55,7 +55,8 @@ validate: setup  ## the instructor's notebooks score full marks, the released on
 clean:
 	rm -rf runs student .pytest_cache
 
-outputs: setup  ## re-execute the notebooks in place (full mode) so the repository ships them with outputs
+outputs: setup  ## re-execute the notebooks in place (full mode) so the repository ships them with outputs; timed
 	cd notebooks && for nb in [0-9][0-9]_*.ipynb; do \
-	  echo "executing $$nb"; TQDM_DISABLE=1 ../$(PY) -m jupyter nbconvert --to notebook --execute --inplace \
-	    --ExecutePreprocessor.timeout=-1 --ExecutePreprocessor.kernel_name=python3 $$nb || exit 1; done
+	  start=$$(date +%s); TQDM_DISABLE=1 ../$(PY) -m jupyter nbconvert --to notebook --execute --inplace \
+	    --ExecutePreprocessor.timeout=-1 --ExecutePreprocessor.kernel_name=python3 $$nb || exit 1; \
+	  echo "$$nb: $$(( $$(date +%s) - start )) s"; done
