@@ -153,6 +153,18 @@ def capture(model: nn.Module, layers: Iterable[str] | FilterFn, kind: str = "out
             h.remove()
 
 
+def head_name(model: nn.Module) -> str | None:
+    """Qualified name of the classifier ``head`` whose input is the penultimate feature: ``"head"``, or
+    ``"module.head"`` for a whole-model int8 network inside a ``QuantWrapper``; None when there is none."""
+    for name in ("head", "module.head"):
+        try:
+            model.get_submodule(name)
+            return name
+        except AttributeError:
+            continue
+    return None
+
+
 def as_float_linear(module: nn.Module) -> nn.Linear:
     """A plain fp32 ``nn.Linear`` computing what a (possibly pruned, fake-quantized or int8) linear layer computes.
 

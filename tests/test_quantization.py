@@ -368,6 +368,34 @@ def test_greedy_allocation_prefers_insensitive_layers():
     assert set(Q.greedy_bit_allocation(sens, sizes, budget=2).values()) == {2}
 
 
+def test_measured_greedy_sees_errors_that_compound():
+    sens = {"a": {2: 0.1}, "b": {2: 0.1}, "c": {2: 0.5}}
+    sizes = {"a": 100, "b": 100, "c": 100}
+
+    def measure(assign):  # a and b are harmless alone and ruinous together; c costs 0.5 whatever the others do
+        low = {n for n, b in assign.items() if b == 2}
+        return 10.0 * ({"a", "b"} <= low) + 0.1 * len(low & {"a", "b"}) + 0.5 * ("c" in low)
+
+    assert Q.greedy_bit_allocation(sens, sizes, budget=4.0) == {"a": 2, "b": 2, "c": 8}  # the additive proxy
+    path = Q.greedy_bit_path(sens, sizes, [6.0, 4.0], measure=measure)
+    assert path[6.0] == {"a": 2, "b": 8, "c": 8} and path[4.0] == {"a": 2, "b": 8, "c": 2}
+    with pytest.raises(ValueError, match="shortlist"):
+        Q.greedy_bit_path(sens, sizes, [4.0], measure=measure, shortlist=0)
+
+
+def test_measured_greedy_on_a_model_is_one_monotone_descent():
+    model = tiny_vit()
+    x, y = images(64), torch.randint(0, 10, (64,))
+    qm = Q.fake_quantize_model(model, weight_bits=8)
+    sens = Q.layer_sensitivity(qm, x, y, bits=(2, 4))
+    sizes = Q.weight_sizes(qm)
+    path = Q.greedy_bit_path(sens, sizes, [5.0, 3.0], measure=Q.assignment_loss(qm, x, y), shortlist=2)
+    assert Q.average_bits(path[5.0], sizes) <= 5.0 and Q.average_bits(path[3.0], sizes) <= 3.0
+    assert all(path[3.0][n] <= path[5.0][n] for n in sizes)  # the lower budget continues the same descent
+    with pytest.raises(ValueError, match="FakeQuantLayer"):
+        Q.assignment_loss(model, x, y)
+
+
 def test_layer_sensitivity_restores_bits():
     model = tiny_vit()
     x, y = images(64), torch.randint(0, 10, (64,))
@@ -378,3 +406,32 @@ def test_layer_sensitivity_restores_bits():
     assert sum(abs(v[2]) for v in sens.values()) > sum(abs(v[4]) for v in sens.values())
     text = Q.describe_assignment({"blocks.0.attn.q": 4, "blocks.1.attn.q": 2, "head": 8})
     assert text == "q=4,2 head=8"
+
+
+def test_features_of_a_whole_model_int8_convnet_are_dequantized():
+    from course_utils.metrics import logits_and_features
+
+    model = tiny_cnn("batchnorm").eval()
+    x = images(128, shape=SMALL)
+    sq = Q.static_int8(model, x, observer="minmax")
+    assert sq.int8_scope == "model"
+    y = torch.zeros(len(x), dtype=torch.long)
+    q_logits, q_feat, _ = logits_and_features(sq, [(x, y)])
+    f_logits, f_feat, _ = logits_and_features(model, [(x, y)])
+    assert q_feat.dtype == torch.float32 and q_feat.shape == f_feat.shape
+    assert output_cosine_similarity(q_feat, f_feat) > 0.95
+    with pytest.raises(ValueError, match="no `head`"):
+        logits_and_features(nn.Sequential(nn.Linear(64, 2)), [(x.flatten(1)[:, :64], y)])
+
+
+def test_ood_detectors_run_on_a_whole_model_int8_convnet():
+    from course_utils.robustness import evaluate_ood
+
+    model = tiny_cnn("batchnorm").eval()
+    x = images(96, shape=SMALL)
+    sq = Q.static_int8(model, x, observer="minmax")
+    assert sq.int8_scope == "model"
+    y = torch.arange(96) % 10
+    noise = [(torch.rand(48, *x.shape[1:]), torch.zeros(48, dtype=torch.long))]
+    table = evaluate_ood(sq, [(x, y)], [(x[:48], y[:48])], {"noise": noise})
+    assert {"vim", "mahalanobis", "knn"} <= set(table.detector) and table.AUROC.between(0, 1).all()

@@ -11,13 +11,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..modules import capture
+from ..modules import capture, head_name
 
 Data = DataLoader | tuple[torch.Tensor, torch.Tensor]
 
 
 def _batches(data: Data, batch_size: int = 256):
-    """Batches ``(x, y)`` of a loader, or of a pair of tensors (e.g. calibration images kept apart from the test set)."""
+    """Batches ``(x, y)`` of a loader, or of a pair of tensors (calibration images kept apart from the test set)."""
     if isinstance(data, tuple):
         x, y = data
         if len(x) != len(y):
@@ -78,15 +78,21 @@ def linear_cka(a: torch.Tensor, b: torch.Tensor) -> float:
 @torch.no_grad()
 def logits_and_features(model: nn.Module, loader: DataLoader,
                         device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Logits, penultimate features (the input of ``model.head``) and labels over ``loader``."""
-    if not isinstance(getattr(model, "head", None), nn.Module):
+    """Logits, penultimate features (the input of ``model.head``) and labels over ``loader``.
+
+    A whole-model int8 network sits inside a ``QuantWrapper``: its head is ``model.module.head`` and receives a
+    quantized tensor, which is dequantized so every detector sees float features.
+    """
+    head = head_name(model)
+    if head is None:
         raise ValueError(f"{type(model).__name__} has no `head` module whose input is the penultimate feature")
     model.eval()
     ls, fs, ys = [], [], []
-    with capture(model, ["head"], kind="input") as seen:
+    with capture(model, [head], kind="input") as seen:
         for batch in loader:
             ls.append(model(batch[0].to(device)).float().cpu())
-            fs.append(seen["head"].float().cpu().flatten(1))
+            f = seen[head]
+            fs.append((f.dequantize() if f.is_quantized else f).float().cpu().flatten(1))
             ys.append(batch[1])
     return torch.cat(ls), torch.cat(fs), torch.cat(ys)
 

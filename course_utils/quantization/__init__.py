@@ -30,7 +30,15 @@ from .int8 import (
     static_int8,
     static_qconfig,
 )
-from .mixed import average_bits, describe_assignment, greedy_bit_allocation, layer_sensitivity, weight_sizes
+from .mixed import (
+    assignment_loss,
+    average_bits,
+    describe_assignment,
+    greedy_bit_allocation,
+    greedy_bit_path,
+    layer_sensitivity,
+    weight_sizes,
+)
 from .primitives import (
     MAX_BITS,
     MIN_BITS,
@@ -47,9 +55,10 @@ from .primitives import (
 
 __all__ = [
     "BACKENDS", "FakeQuantLayer", "FakeQuantizeSTE", "HALF_DTYPES", "HalfPrecision", "MAX_BITS", "MIN_BITS",
-    "OBSERVERS", "QUANTIZABLE", "QuantWrapper", "activation_report", "average_bits", "calibrate", "check_bits",
-    "dequantize", "describe_assignment", "dynamic_int8", "fake_quant_layers", "fake_quantize", "fake_quantize_model",
-    "greedy_bit_allocation", "layer_inputs", "layer_sensitivity", "outlier_stats", "qat_int8_convert",
-    "qat_int8_prepare", "qparams_from_range", "qrange", "quantizable_layers", "quantization_error", "quantize",
-    "quiet_torch_ao", "scale_zero_point", "set_bits", "static_int8", "static_qconfig", "weight_sizes",
+    "OBSERVERS", "QUANTIZABLE", "QuantWrapper", "activation_report", "assignment_loss", "average_bits", "calibrate",
+    "check_bits", "dequantize", "describe_assignment", "dynamic_int8", "fake_quant_layers", "fake_quantize",
+    "fake_quantize_model", "greedy_bit_allocation", "greedy_bit_path", "layer_inputs", "layer_sensitivity",
+    "outlier_stats", "qat_int8_convert", "qat_int8_prepare", "qparams_from_range", "qrange", "quantizable_layers",
+    "quantization_error", "quantize", "quiet_torch_ao", "scale_zero_point", "set_bits", "static_int8",
+    "static_qconfig", "weight_sizes",
 ]
