@@ -70,6 +70,28 @@ def test_mahalanobis_score_is_the_distance_to_the_nearest_class():
     assert torch.allclose(Det.score(det, features=q) * len(z), -0.5 * d2.min(1).values, rtol=1e-3)
 
 
+def test_mahalanobis_on_layernorm_features_ignores_the_missing_direction():
+    """A LayerNorm's outputs lie on a hyperplane: the covariance is singular. The scores must be the distances in
+    the directions the data spans (NumPy's float64 pseudo-inverse), and still separate ID from OOD."""
+    g = torch.Generator().manual_seed(0)
+    weight, bias = 1 + 0.3 * torch.randn(8, generator=g), 0.1 * torch.randn(8, generator=g)
+    ln = lambda x: torch.nn.functional.layer_norm(x, (8,), weight, bias)  # noqa: E731
+    z, y = _clusters(200, seed=0)
+    z = ln(z)
+    det = Det.fit_detector("mahalanobis", z, y)
+    mu = torch.stack([z[y == c].mean(0) for c in range(3)]).double().numpy()
+    centred = z.double().numpy() - mu[y.numpy()]
+    cov = centred.T @ centred
+    assert np.linalg.matrix_rank(cov, tol=1e-6 * np.abs(cov).max()) == 7, "the fixture must be singular"
+    precision = np.linalg.pinv(cov, rcond=1e-6, hermitian=True)
+    q = torch.cat([ln(_clusters(20, seed=1)[0]), ln(_far(20, seed=2))])
+    d2 = np.stack([np.einsum("nd,de,ne->n", q.double().numpy() - m, precision, q.double().numpy() - m)
+                   for m in mu], 1).min(1)
+    got = Det.score(det, features=q).double().numpy()
+    np.testing.assert_allclose(got, -0.5 * d2, rtol=1e-3, atol=1e-6)
+    assert M.detection_metrics(torch.from_numpy(got[:60]), torch.from_numpy(got[60:]))["AUROC"] > 0.99
+
+
 def test_knn_score_is_the_kth_neighbour_distance():
     z, y = _clusters(50, seed=0)
     q = torch.randn(7, 8)

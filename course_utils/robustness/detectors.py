@@ -88,7 +88,15 @@ def fit_detector(name: str, features: torch.Tensor, labels: torch.Tensor, head: 
     features, labels = features.detach().float().cpu(), labels.detach().long().cpu()
     _check_labels(features, labels)
     if name == "mahalanobis":
-        return FittedDetector(name, Mahalanobis(None).fit_features(features, labels), {})
+        impl = Mahalanobis(None).fit_features(features, labels)
+        # pytorch-ood inverts the pooled covariance (plus a 1e-6 ridge). A LayerNorm's output lies on a hyperplane
+        # (sum_i (y_i - beta_i) / gamma_i = 0), so its covariance is singular and that inverse multiplies float32
+        # round-off along the missing direction about a million-fold: the scores become noise. The pseudo-inverse
+        # ignores directions without variance and changes nothing otherwise; the cut-off is the usual one for a
+        # matrix accumulated in float32 (eps times the dimension).
+        rtol = torch.finfo(torch.float32).eps * features.shape[1]
+        impl.precision = torch.linalg.pinv(impl.cov.double(), hermitian=True, rtol=rtol).float()
+        return FittedDetector(name, impl, {})
     if name == "knn":
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(features):
             raise ValueError(f"k={k!r} is not valid; it must be an integer from 1 to the {len(features)} "
