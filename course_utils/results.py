@@ -103,8 +103,10 @@ def _check_text(name: str, value: Any, required: bool = False) -> str:
 
 def record(notebook: str, metrics: Mapping[str, float], *, mode: str, dataset: str, model: str = "", norm: str = "",
            technique: str = "", setting: str = "", seed: int = 0,
-           path: os.PathLike | str | None = None) -> list[dict[str, Any]]:
-    """Upsert one row per metric for this (notebook, mode, dataset, model, norm, technique, setting, seed)."""
+           path: os.PathLike | str | None = None) -> None:
+    """Upsert one row per metric for this (notebook, mode, dataset, model, norm, technique, setting, seed).
+
+    Returns nothing, so a ``record(...)`` at the end of a notebook cell prints nothing."""
     if mode not in MODES:
         raise ValueError(f"mode={mode!r} is not valid; choose 'full' or 'smoke'")
     if not isinstance(metrics, Mapping):
@@ -120,7 +122,7 @@ def record(notebook: str, metrics: Mapping[str, float], *, mode: str, dataset: s
                 norm=_check_text("norm", norm), technique=_check_text("technique", technique),
                 setting=str(setting), seed=int(seed))
     new = [{**base, "metric": metric, "value": _check_value(metric, value)} for metric, value in metrics.items()]
-    return upsert(new, path)
+    upsert(new, path)
 
 
 def _key(row: Mapping[str, Any]) -> tuple:
@@ -148,6 +150,32 @@ def upsert(rows: Iterable[dict[str, Any]], path: os.PathLike | str | None = None
         merged = [r for r in load_rows(store) if _key(r) not in incoming] + rows
         atomic_write_text(json.dumps(merged, indent=1, allow_nan=False), store)
     return merged
+
+
+def forget(notebook: str, *, mode: str, dataset: str, seed: int | None = None,
+           path: os.PathLike | str | None = None) -> int:
+    """Delete a notebook's rows for one mode and dataset (and ``seed``, when given); returns how many went.
+
+    A notebook whose set of rows can change between runs (notebook 06's deployments) forgets its old rows before
+    recording, so the store never mixes two runs; the others only ever overwrite the same rows."""
+    if mode not in MODES:
+        raise ValueError(f"mode={mode!r} is not valid; choose 'full' or 'smoke'")
+    _check_text("notebook", notebook, True)
+    _check_text("dataset", dataset, True)
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
+        raise ValueError(f"seed={seed!r} is not valid; it must be an integer or None")
+
+    def gone(r: Mapping[str, Any]) -> bool:
+        return (r.get("notebook") == notebook and r.get("mode") == mode and r.get("dataset") == dataset
+                and (seed is None or r.get("seed") == seed))
+
+    store = _path(path)
+    with _locked(store):
+        rows = load_rows(store)
+        kept = [r for r in rows if not gone(r)]
+        if len(kept) != len(rows):
+            atomic_write_text(json.dumps(kept, indent=1, allow_nan=False), store)
+    return len(rows) - len(kept)
 
 
 def load_results(path: os.PathLike | str | None = None, **filters: Any) -> pd.DataFrame:

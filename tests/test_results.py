@@ -12,7 +12,7 @@ from course_utils.io import OutputPathError
 def test_record_upserts_instead_of_duplicating(tmp_path):
     path = tmp_path / "r.json"
     kw = dict(mode="full", dataset="mnist_5k", model="vit", norm="dyt", technique="baseline", path=path)
-    results.record("01", {"accuracy": 0.9, "params": 100}, **kw)
+    assert results.record("01", {"accuracy": 0.9, "params": 100}, **kw) is None  # a cell ending in it prints nothing
     results.record("01", {"accuracy": 0.95}, **kw)  # rerun replaces its own row
     results.record("01", {"accuracy": 0.8}, **{**kw, "norm": "layernorm"})
     df = results.load_results(path)
@@ -182,3 +182,17 @@ def test_smoke_defaults_never_point_at_the_repository(monkeypatch):
     assert paths.results_path() == paths.REPO_RESULTS
     monkeypatch.setenv("COURSE_FIGURES_DIR", "")  # empty means the default, never the current folder
     assert paths.figures_dir() == paths.REPO_FIGURES
+
+
+def test_forget_removes_one_notebooks_rows_only(tmp_path):
+    path = tmp_path / "r.json"
+    for nb, seed in (("06", 0), ("06", 1), ("07", 0)):
+        results.record(nb, {"accuracy": 0.9, "ms": 1.0}, mode="full", dataset="d", seed=seed, path=path)
+    results.record("06", {"accuracy": 0.5}, mode="smoke", dataset="d", path=path)
+    assert results.forget("06", mode="full", dataset="d", seed=0, path=path) == 2
+    assert results.forget("06", mode="full", dataset="d", path=path) == 2
+    left = {(r["notebook"], r["mode"], r["seed"]) for r in results.load_rows(path)}
+    assert left == {("07", "full", 0), ("06", "smoke", 0)}
+    assert results.forget("06", mode="full", dataset="d", path=path) == 0
+    with pytest.raises(ValueError, match="mode='fast'"):
+        results.forget("06", mode="fast", dataset="d", path=path)
