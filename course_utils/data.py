@@ -108,9 +108,10 @@ def _load_torchvision(name: str, root: Path, download: bool) -> tuple[Dataset, D
     try:
         train = cls(root=str(root), train=True, transform=tf, download=download)
         test = cls(root=str(root), train=False, transform=tf, download=download)
-    except RuntimeError as e:
-        raise RuntimeError(f"dataset {name!r} not found under {root}; pass download=True to fetch it "
-                           f"(needs network access) [{e}]") from e
+    except (RuntimeError, OSError) as e:  # torchvision raises URLError (an OSError) when a download fails
+        hint = ("the download failed (no network?); put the dataset's files there by hand" if download
+                else "pass download=True to fetch it (needs network access)")
+        raise RuntimeError(f"dataset {name!r} not found under {root}; {hint} [{e}]") from e
     shape = (3, 32, 32) if name == "cifar10" else (1, 28, 28)
     info = DatasetInfo(name, len(train.classes), shape, list(train.classes), mean, std)
     return train, test, info
@@ -152,6 +153,8 @@ def get_data(name: str = "mnist_5k", batch_size: int = 64, subset: int | None = 
     _check_positive("batch_size", batch_size)
     _check_positive("subset", subset)
     _check_positive("test_subset", test_subset)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed={seed!r} is not valid; it must be an integer >= 0")
     train, test, info = load_datasets(name, root, download)
     if subset is not None and subset > len(train):
         raise ValueError(f"subset={subset} is larger than the {len(train)} training examples of {name!r}")

@@ -102,10 +102,25 @@ def test_missing_torchvision_data_explains_download(tmp_path):
         D.get_data("mnist", root=tmp_path)
 
 
+def test_failed_download_does_not_ask_for_download_true(tmp_path, monkeypatch):
+    from urllib.error import URLError
+
+    from torchvision import datasets
+
+    def offline(*args, **kwargs):
+        raise URLError("no network")
+    monkeypatch.setattr(datasets.MNIST, "download", offline)
+    with pytest.raises(RuntimeError, match="the download failed") as err:
+        D.get_data("mnist", root=tmp_path, download=True)
+    assert "pass download=True" not in str(err.value)
+
+
 @pytest.mark.parametrize("kwargs, match", [
     (dict(name="imagenet"), "dataset='imagenet'.*mnist_5k"),
     (dict(batch_size=0), "batch_size=0.*>= 1"),
     (dict(subset=0), "subset=0"),
+    (dict(seed=-1), "seed=-1.*>= 0"),
+    (dict(seed=1.5), "seed=1.5"),
     (dict(name="digits", subset=10_000), "subset=10000 is larger than the"),
 ])
 def test_bad_data_arguments(kwargs, match):
