@@ -15,7 +15,7 @@ from .train import History, fit
 #: Full-mode training recipe per model family (smoke mode trains 1 epoch).
 #: Both use random shifts of up to 2 pixels as augmentation (``course_utils.data.random_shift``).
 RECIPES: dict[str, dict[str, Any]] = {
-    "vit": {"epochs": 30, "lr": 3e-3, "weight_decay": 0.05, "augment": "shift"},
+    "vit": {"epochs": 15, "lr": 5e-3, "weight_decay": 0.05, "augment": "shift"},
     "cnn": {"epochs": 8, "lr": 3e-3, "weight_decay": 0.05, "augment": "shift"},
 }
 AUGMENTATIONS = {"shift": random_shift, "none": None}
