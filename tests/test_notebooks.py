@@ -50,7 +50,7 @@ def test_exercises_have_solutions_and_checks(nb):
 
 def test_figures_saved_and_results_recorded(nb):
     src = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
-    assert "savefig(" in src and "record(" in src
+    assert "savefig(" in src and "results.record" in src
 
 
 def test_committed_outputs_are_clean(nb):
@@ -76,3 +76,4 @@ def test_tables_read_as_text_and_no_machine_noise(nb):
             text = str(out.get("data", {}).get("text/plain", "")) + str(out.get("text", ""))
             assert "pandas.io.formats.style.Styler" not in text, "a Styler table has no plain-text form: use table()"
             assert "PosixPath(" not in text, "a path object leaked into the outputs"
+            assert "[{'notebook'" not in text, "a cell's last expression printed rows of the results store"
