@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
+from .args import check_int
 from .paths import data_dir
 
 OFFLINE_DATASETS = ("mnist_5k", "digits")
@@ -153,8 +154,7 @@ def get_data(name: str = "mnist_5k", batch_size: int = 64, subset: int | None = 
     _check_positive("batch_size", batch_size)
     _check_positive("subset", subset)
     _check_positive("test_subset", test_subset)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed={seed!r} is not valid; it must be an integer >= 0")
+    check_int("seed", seed)
     train, test, info = load_datasets(name, root, download)
     if subset is not None and subset > len(train):
         raise ValueError(f"subset={subset} is larger than the {len(train)} training examples of {name!r}")

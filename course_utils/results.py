@@ -13,7 +13,7 @@ import json
 import math
 import numbers
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -144,12 +144,22 @@ def upsert(rows: Iterable[dict[str, Any]], path: os.PathLike | str | None = None
         if "metric" not in r or "value" not in r:
             raise ValueError(f"row {r!r} lacks 'metric' or 'value'; rows need {list(KEY_FIELDS)} and 'value'")
         r["value"] = _check_value(r["metric"], r["value"])
-    store = _path(path)
     incoming = {_key(r) for r in rows}
+    return _rewrite(_path(path), lambda r: _key(r) in incoming, rows)[0]
+
+
+def _rewrite(store: Path, drop: Callable[[Mapping[str, Any]], bool],
+             add: list[dict[str, Any]] | None = None) -> tuple[list[dict[str, Any]], int]:
+    """Under the store's lock: remove the rows ``drop`` selects, append ``add``, write atomically.
+
+    Returns the new store and how many rows were removed."""
     with _locked(store):
-        merged = [r for r in load_rows(store) if _key(r) not in incoming] + rows
-        atomic_write_text(json.dumps(merged, indent=1, allow_nan=False), store)
-    return merged
+        rows = load_rows(store)
+        kept = [r for r in rows if not drop(r)]
+        new = kept + (add or [])
+        if add is not None or len(kept) != len(rows):  # upsert always writes; forget only when it removed rows
+            atomic_write_text(json.dumps(new, indent=1, allow_nan=False), store)
+    return new, len(rows) - len(kept)
 
 
 def forget(notebook: str, *, mode: str, dataset: str, seed: int | None = None,
@@ -169,13 +179,7 @@ def forget(notebook: str, *, mode: str, dataset: str, seed: int | None = None,
         return (r.get("notebook") == notebook and r.get("mode") == mode and r.get("dataset") == dataset
                 and (seed is None or r.get("seed") == seed))
 
-    store = _path(path)
-    with _locked(store):
-        rows = load_rows(store)
-        kept = [r for r in rows if not gone(r)]
-        if len(kept) != len(rows):
-            atomic_write_text(json.dumps(kept, indent=1, allow_nan=False), store)
-    return len(rows) - len(kept)
+    return _rewrite(_path(path), gone)[1]
 
 
 def load_results(path: os.PathLike | str | None = None, **filters: Any) -> pd.DataFrame:
