@@ -1,0 +1,300 @@
+"""Independent trainings side by side: one worker process per CPU core, one thread in each.
+
+Why processes and not threads: the course's models are so small that a training step is a few hundred operator
+calls of a few microseconds each. A second intra-op thread barely speeds such a step up, while a second *process*
+runs a second training at full speed: on the course's 2-core machine, four ViT-nano students took 64 s one after
+the other with 2 threads and 34 s as two pairs in two single-threaded workers. Notebooks therefore hand their
+independent trainings (seeds, regimes, students) to :func:`run`, which keeps a small pool of ``spawn`` workers
+(safe with torch and inside Jupyter) and returns the results in order.
+
+Determinism: every call runs single-threaded (:func:`single_thread`), in a worker or, with ``workers=1``, in this
+process, so a result never depends on where it ran or on how many cores the machine has.
+"""
+
+from __future__ import annotations
+
+import atexit
+import multiprocessing
+import os
+import pickle
+import signal
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+#: Set in worker processes, so a call that itself uses :func:`run` stays sequential there.
+WORKER_FLAG = "COURSE_PARALLEL_WORKER"
+#: Environment variables a worker takes from the caller for every call (output folders, progress bars).
+FORWARDED_ENV_PREFIXES = ("COURSE_", "TQDM_")
+
+
+class JobError(RuntimeError):
+    """A call failed in a worker process; the message names the call and the original error."""
+
+
+@dataclass(frozen=True)
+class Call:
+    """One unit of work: ``fn(*args, **kwargs)``; ``fn`` must be a module-level function (workers import it)."""
+
+    fn: Callable[..., Any]
+    args: tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    label: str = ""
+
+    def __str__(self) -> str:
+        return self.label or getattr(self.fn, "__qualname__", repr(self.fn))
+
+
+def call(fn: Callable[..., Any], *args: Any, label: str = "", **kwargs: Any) -> Call:
+    """``Call(fn, args, kwargs)`` with a ``label`` for progress bars and error messages."""
+    if not callable(fn):
+        raise ValueError(f"fn={fn!r} is not valid; it must be a callable (a module-level function)")
+    return Call(fn, args, dict(kwargs), label)
+
+
+def cpu_count() -> int:
+    """Cores this process may use (the scheduler's affinity, which containers and ``taskset`` restrict)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def in_worker() -> bool:
+    """Whether this process is one of :func:`run`'s workers."""
+    return os.environ.get(WORKER_FLAG) == "1"
+
+
+def resolve_workers(workers: int = 0, device: str | torch.device = "cpu") -> int:
+    """How many processes to use: ``workers`` (0 = one per core); 1 inside a worker and for accelerators (one GPU
+    is one device: its trainings queue up in this process)."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise ValueError(f"workers={workers!r} is not valid; it must be an integer >= 0 (0: one per CPU core)")
+    from .train import get_device  # the device rules of the training loop ("auto", "cuda:N", ...)
+
+    if in_worker() or get_device(device).type != "cpu":
+        return 1
+    return workers or cpu_count()
+
+
+@contextmanager
+def single_thread() -> Iterator[None]:
+    """Run the block with one intra-op thread (restored afterwards): the same numbers wherever a job runs."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+# ------------------------------------------------------------------------------------------------ workers
+
+def _init_worker() -> None:
+    os.environ[WORKER_FLAG] = "1"
+    torch.set_num_threads(1)
+    # Ctrl-C (a Jupyter interrupt) is the caller's to handle: it stops the workers (see Pending.result), which
+    # would otherwise each print a KeyboardInterrupt traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _execute(payload: bytes, env: Mapping[str, str]) -> bytes:
+    """What a worker does with one call: take the caller's output folders, run it single-threaded, and return the
+    result pickled.
+
+    Calls and results travel as plain ``pickle`` bytes, tensors copied by value. Through multiprocessing's own
+    pickler, torch would move every tensor argument into shared memory and pass file descriptors, and while the
+    workers were alive the caller's own PyTorch code then ran 3-5x slower here (measured: a ViT's batch-1 latency
+    0.98 -> 4.8 ms after sending the dataset to two workers, 0.89 ms again once they stopped).
+    """
+    for key in [k for k in os.environ if k.startswith(FORWARDED_ENV_PREFIXES) and k != WORKER_FLAG]:
+        if key not in env:
+            del os.environ[key]
+    os.environ.update(env)
+    fn, args, kwargs = pickle.loads(payload)
+    with single_thread():
+        return pickle.dumps(fn(*args, **kwargs), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+_POOL: ProcessPoolExecutor | None = None
+_POOL_SIZE = 0
+
+
+def _pool(size: int) -> ProcessPoolExecutor:
+    """The module's pool of ``size`` workers, started on first use and kept for later calls (a worker costs a
+    few seconds to start: it imports torch)."""
+    global _POOL, _POOL_SIZE
+    if _POOL is None or _POOL_SIZE != size:
+        shutdown()
+        _POOL = ProcessPoolExecutor(size, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker)
+        _POOL_SIZE = size
+    return _POOL
+
+
+def shutdown(kill: bool = False) -> None:
+    """Stop the worker processes (the next :func:`run` starts new ones); ``kill`` ends calls still running."""
+    global _POOL, _POOL_SIZE
+    if _POOL is not None:
+        if kill:  # ProcessPoolExecutor can only wait for running calls; end their processes instead
+            for process in list(getattr(_POOL, "_processes", {}).values()):
+                process.terminate()
+        _POOL.shutdown(wait=not kill, cancel_futures=True)
+    _POOL, _POOL_SIZE = None, 0
+
+
+atexit.register(shutdown)
+
+
+def _forwarded_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIXES) and k != WORKER_FLAG}
+
+
+def _check_calls(calls: Sequence[Call]) -> list[Call]:
+    if isinstance(calls, (str, bytes)) or not isinstance(calls, Sequence):
+        raise ValueError(f"calls={calls!r} is not valid; give a list of parallel.call(fn, ...) items")
+    bad = [c for c in calls if not isinstance(c, Call)]
+    if bad:
+        raise ValueError(f"calls must be parallel.call(...) items; got {type(bad[0]).__name__}")
+    return list(calls)
+
+
+def _check_after(after: Sequence[Sequence[int]] | None, n: int) -> list[frozenset[int]]:
+    """``after[i]``: the calls that must finish before call ``i`` starts; each an earlier index (so no cycles)."""
+    if after is None:
+        return [frozenset()] * n
+    if isinstance(after, (str, bytes)) or not isinstance(after, Sequence) or len(after) != n:
+        raise ValueError(f"after={after!r} is not valid; give one list of earlier call indices per call ({n})")
+    out = []
+    for i, deps in enumerate(after):
+        if isinstance(deps, (str, bytes)) or not isinstance(deps, (Sequence, set, frozenset)):
+            raise ValueError(f"after[{i}]={deps!r} is not valid; give a list of call indices")
+        bad = [d for d in deps if isinstance(d, bool) or not isinstance(d, int) or not 0 <= d < i]
+        if bad:
+            raise ValueError(f"after[{i}]={list(deps)!r} is not valid; call {i} can only wait for earlier calls "
+                             f"(indices 0 to {i - 1})")
+        out.append(frozenset(deps))
+    return out
+
+
+class Pending:
+    """Calls handed to the workers by :func:`submit`; :meth:`result` waits for them (same rules as :func:`run`).
+
+    A call that waits for others (``after``) is handed to the workers as soon as they have finished, while
+    :meth:`result` waits: the cores never idle at a stage boundary while work that could start is left.
+    """
+
+    def __init__(self, calls: list[Call], results: list[Any] | None, desc: str, progress: bool,
+                 start: Callable[[int], Future] | None = None, after: list[frozenset[int]] | None = None) -> None:
+        self.calls, self._results, self.desc, self.progress = calls, results, desc, progress
+        self._start, self._after = start, after or [frozenset()] * len(calls)
+        self._futures: dict[Future, int] = {}
+        if start is not None:
+            self._futures = {start(i): i for i, deps in enumerate(self._after) if not deps}
+
+    def done(self) -> bool:
+        """Whether every call has finished (successfully or not)."""
+        if self._results is not None:
+            return True
+        return len(self._futures) == len(self.calls) and all(f.done() for f in self._futures)
+
+    def result(self) -> list[Any]:
+        """The result of every call, in order; :class:`JobError` naming the first call that failed."""
+        if self._results is None:
+            try:
+                self._results = self._collect()
+            except KeyboardInterrupt:  # an interrupted cell must not leave trainings running in the background
+                shutdown(kill=True)
+                raise
+        return self._results
+
+    def _collect(self) -> list[Any]:
+        calls, futures = self.calls, self._futures
+        results: list[Any] = [None] * len(calls)
+        finished: set[int] = set()
+        failures: list[tuple[int, BaseException]] = []
+        with tqdm(total=len(calls), desc=self.desc, disable=_quiet(self.progress), unit="job") as bar:
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for f in sorted(done, key=futures.__getitem__):
+                    i = futures[f]
+                    try:
+                        results[i] = pickle.loads(f.result())
+                        finished.add(i)
+                    except BrokenProcessPool as e:
+                        shutdown()
+                        raise JobError(f"a worker process died while running {calls[i]} (out of memory, or "
+                                       "killed?); run again with workers=1 to see the error in this process") from e
+                    except Exception as e:  # noqa: BLE001 - re-raised below with the call named
+                        failures.append((i, e))
+                    bar.update()
+                started = set(futures.values())
+                for j, deps in enumerate(self._after):  # hand over every call whose predecessors are all done
+                    if j not in started and deps <= finished and self._start is not None:
+                        f = self._start(j)
+                        futures[f] = j
+                        pending.add(f)
+        skipped = len(calls) - len(futures)  # waited for a call that failed
+        if failures:
+            i, e = min(failures, key=lambda item: item[0])
+            more = f" ({len(failures) - 1} other call(s) failed too)" if len(failures) > 1 else ""
+            more += f"; {skipped} call(s) waiting for it did not run" if skipped else ""
+            raise JobError(f"{calls[i]} failed in a worker process: {type(e).__name__}: {e}{more}") from e
+        return results
+
+
+def submit(calls: Sequence[Call], workers: int = 0, device: str | torch.device = "cpu", desc: str = "jobs",
+           progress: bool = True, after: Sequence[Sequence[int]] | None = None) -> Pending:
+    """Start the calls in the workers and return at once; ``.result()`` waits. Later :func:`run` calls queue
+    behind them, so a notebook can start a slow training early and keep both cores busy meanwhile. With one
+    worker the calls run here, now, in order. ``after[i]`` lists the earlier calls that call ``i`` needs finished
+    first (a fine-tuning needs its baseline's checkpoint)."""
+    calls = _check_calls(calls)
+    if not isinstance(desc, str):
+        raise ValueError(f"desc={desc!r} is not valid; it must be a str")
+    deps = _check_after(after, len(calls))
+    n = resolve_workers(workers, device)
+    if n <= 1 or not calls:
+        out = []
+        for c in tqdm(calls, desc=desc, disable=_quiet(progress) or not calls, unit="job"):
+            with single_thread():
+                out.append(c.fn(*c.args, **c.kwargs))
+        return Pending(calls, out, desc, progress)
+    env = _forwarded_env()
+    payloads = []
+    for i, c in enumerate(calls):  # all pickled before any is submitted: a bad call starts nothing
+        try:
+            payloads.append(pickle.dumps((c.fn, c.args, c.kwargs), protocol=pickle.HIGHEST_PROTOCOL))
+        except (pickle.PicklingError, AttributeError, TypeError) as e:
+            raise ValueError(f"call {i} ({c}) cannot be sent to a worker process ({e}); use a module-level function "
+                             "and picklable arguments, or workers=1") from e
+    pool = _pool(n)
+    return Pending(calls, None, desc, progress, start=lambda i: pool.submit(_execute, payloads[i], env), after=deps)
+
+
+def run(calls: Sequence[Call], workers: int = 0, device: str | torch.device = "cpu", desc: str = "jobs",
+        progress: bool = True, after: Sequence[Sequence[int]] | None = None) -> list[Any]:
+    """The result of every call, in the order given, computed by up to ``workers`` processes side by side.
+
+    ``workers``: 0 = one per CPU core; 1 = here, one after the other (so is a single call, and every call inside a
+    worker or for an accelerator ``device``). Each call runs single-threaded either way. A failing call raises
+    :class:`JobError` naming it (the other calls still finish first); arguments and results travel by pickle, so
+    ``fn`` must be importable. The workers stay up for the next ``run`` (:func:`shutdown` stops them). ``after``:
+    see :func:`submit`.
+    """
+    resolve_workers(workers, device)  # checks the value
+    if isinstance(calls, Sequence) and len(calls) == 1:  # one call: here, without starting (or waiting for) a worker
+        workers = 1
+    return submit(calls, workers, device, desc, progress, after).result()
+
+
+def _quiet(progress: bool) -> bool:
+    from .train import show_progress
+
+    return not show_progress(progress)
