@@ -10,7 +10,7 @@ from .args import check_choice
 from .checkpoints import train_or_load
 from .data import DataBundle, get_data, random_shift
 from .models import build_model
-from .train import History, fit
+from .train import TRAINER, History, fit
 
 #: Full-mode training recipe per model family (smoke mode trains 1 epoch).
 #: Both use random shifts of up to 2 pixels as augmentation (``course_utils.data.random_shift``).
@@ -31,7 +31,7 @@ def baseline_config(model: str = "vit", norm: str = "dyt", dataset: str = "mnist
     recipe = dict(RECIPES[model])
     recipe["epochs"] = epochs if epochs is not None else (1 if smoke else recipe["epochs"])
     cfg = dict(model=model, norm=norm, size=size, dataset=dataset, smoke=bool(smoke), seed=seed,
-               batch_size=batch_size, subset=subset, **recipe)
+               batch_size=batch_size, subset=subset, **recipe, trainer=TRAINER)
     if alpha_init != DEFAULT_ALPHA:
         cfg["alpha_init"] = float(alpha_init)
     return cfg

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from .io import OutputPathError, atomic_torch_save, ensure_writable_dir
+from .parallel import single_thread
 from .paths import check_path, checkpoint_dir, display_path, relative
 from .train import History, seed_everything
 
@@ -135,6 +136,20 @@ def load_checkpoint(path: os.PathLike | str, model: nn.Module, config: dict[str,
     return {k: list(v) for k, v in payload["history"].items()}
 
 
+def is_cached(name: str, config: dict[str, Any], directory: os.PathLike | str | None = None) -> bool:
+    """Whether ``train_or_load(name, ..., config)`` would load instead of train (the weights' shapes are checked
+    when it loads). Lets a caller send only the missing trainings to ``parallel.run``."""
+    path = checkpoint_path(name, directory)
+    _check_config(config)
+    if not path.is_file():
+        return False
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - unreadable: train_or_load will retrain it
+        return False
+    return _problem(payload, config) is None
+
+
 def checkpoint_path(name: str, directory: os.PathLike | str | None = None) -> Path:
     """Where ``train_or_load`` keeps the checkpoint ``name``: ``<directory or checkpoint_dir()>/<name>.pt``."""
     if not isinstance(name, str) or not name.strip() or name in (".", "..") or any(c in name for c in "/\\\0"):
@@ -168,7 +183,9 @@ def train_or_load(name: str, build: Callable[[], nn.Module], train: Callable[[nn
     """Return a trained model named ``name``: loaded from its checkpoint when ``config`` matches, else trained.
 
     ``build()`` makes a fresh model (called after seeding with ``config["seed"]`` when present) and
-    ``train(model)`` trains it and returns its history; the result is saved atomically for later notebooks.
+    ``train(model)`` trains it, single-threaded, and returns its history; the result is saved atomically for later
+    notebooks. One thread makes a checkpoint the same whether this process or a worker of ``parallel.run`` trains
+    it, on any machine with the same CPU and libraries.
     Before training, the checkpoint folder is checked (``OutputPathError`` naming it if unusable); if the save fails
     anyway, a ``CheckpointNotSavedWarning`` says where and the trained model is still returned.
     """
@@ -191,7 +208,8 @@ def train_or_load(name: str, build: Callable[[], nn.Module], train: Callable[[nn
     if seed is not None:
         seed_everything(seed)
         model = _check_model(build())
-    history = train(model)
+    with single_thread():  # a checkpoint's numbers must not depend on where it was trained (see parallel.run)
+        history = train(model)
     if not isinstance(history, Mapping):
         raise ValueError(f"train(model) must return the training history (a dict), not {type(history).__name__}")
     try:

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from course_utils import zoo
 from course_utils.data import get_data
 from course_utils.metrics import count_parameters
 from course_utils.modules import is_pruned
@@ -57,3 +58,30 @@ def test_steps_compose(smoke_data):
     assert count_parameters(get_variant("student-kd", smoke=True, data=smoke_data).model)["total"] < \
         count_parameters(get_variant("dense", smoke=True, data=smoke_data).model)["total"]
     assert count_parameters(dense)["total"] > 0
+
+
+def test_get_variants_trains_side_by_side_like_get_variant(tmp_path, monkeypatch):
+    """Shared baselines and steps are trained once, in workers, and give the models get_variant gives."""
+    from course_utils import parallel
+    from course_utils.checkpoints import is_cached
+
+    data = get_data("digits", 32, smoke=True)
+    specs = [{"recipe": r, "model": "vit", "norm": "dyt", "seed": s}
+             for s in (0, 1) for r in ("unstructured-50", "student-kd", "student-kd+structured-50", "ptq-w4a4")]
+    common = {"dataset": "digits", "smoke": True, "data": data}
+    try:
+        together = zoo.get_variants(specs, workers=2, progress=False, **common)
+    finally:
+        parallel.shutdown()
+    assert [v.recipe for v in together] == [s["recipe"] for s in specs]
+    base_cfg, plan = zoo._plan("student-kd+structured-50", "vit", "dyt", "digits", True, 1, 0.5, None, None)
+    assert all(is_cached(st.name, st.config) for st in plan if st.trained)
+    monkeypatch.setenv("COURSE_CHECKPOINT_DIR", str(tmp_path / "one_by_one"))
+    for spec, v in zip(specs, together):
+        alone = zoo.get_variant(**common, **spec)
+        for (k, a), b in zip(alone.model.state_dict().items(), v.model.state_dict().values()):
+            assert torch.equal(a, b), (spec, k)
+    with pytest.raises(ValueError, match="unknown get_variant arguments"):
+        zoo.get_variants([{"recipe": "dense", "epochs": 3}])
+    with pytest.raises(ValueError, match="specs="):
+        zoo.get_variants("dense")
