@@ -186,7 +186,7 @@ def test_executorch_parity_and_partitions(vit, digits, tmp_path, precision, et_f
         runner = D.deploy(vit, "executorch", "int8", calibration=digits["calib"], batch_sizes=sizes,
                           workdir=tmp_path, verify=[(digits["xt"], digits["yt"])], tolerance=INT8_TEST_TOL)
     assert runner.parity.ok and runner.parity.accuracy is not None
-    assert sorted(p.name for p in runner.path.iterdir()) == [f"model_b{bs}.pte" for bs in sizes]
+    assert sorted(p.name for p in runner.path.iterdir()) == ["manifest.json"] + [f"model_b{bs}.pte" for bs in sizes]
     assert runner.info["partitions"] <= 2 and runner.info["delegated_ops"] > 20
     assert set(runner.info["undelegated_ops"]) <= {"aten.expand_copy.default", "aten.select_copy.int"}
     assert runner(digits["xt"][:4]).shape == (4, 10)
@@ -294,6 +294,63 @@ def test_mismatch_raises_with_the_numbers(vit, digits, ort_fp32):
     assert not report.ok and report.problems()
     with pytest.raises(D.DeploymentMismatchError, match="looser tolerance"):
         D.deploy(vit, "pytorch", "int8_dynamic", verify=digits["xt"], tolerance=D.Tolerance(1.5, 0))
+
+
+# ------------------------------------------------------------------------------------------ reuse, side by side
+
+def test_an_artifact_is_reused_only_for_the_same_model_and_settings(vit, digits, tmp_path, monkeypatch):
+    import course_utils.deploy.onnx_runtime as ort_mod
+
+    builds = []
+    real = ort_mod.build_onnxruntime
+    monkeypatch.setattr(ort_mod, "build_onnxruntime", lambda *a, **k: builds.append(a[1]) or real(*a, **k))
+    kw = dict(calibration=digits["calib"], workdir=tmp_path, name="tiny", tolerance=INT8_TEST_TOL)
+    first = D.deploy(vit, "onnxruntime", "int8_static", **kw)
+    manifest = json.loads((first.path.parent / "manifest.json").read_text())
+    assert manifest["key"]["precision"] == "int8_static" and manifest["key"]["calibration"]
+    again = D.deploy(vit, "onnxruntime", "int8_static", **kw)
+    assert len(builds) == 1, "the same model, settings and calibration images: loaded, not exported again"
+    np.testing.assert_array_equal(first.predict(digits["xt"]), again.predict(digits["xt"]))
+    assert again.info == {**first.info}
+    D.deploy(vit, "onnxruntime", "int8_static", **{**kw, "calibration": digits["calib"][:64]})
+    assert len(builds) == 2, "other calibration images: rebuilt"
+    other = ViT(img_size=28, dim=16, depth=1, heads=2, mlp_ratio=2, norm="dyt").eval()
+    other.load_state_dict(vit.state_dict())
+    with torch.no_grad():
+        other.head.bias.add_(0.01)
+    D.deploy(other, "onnxruntime", "int8_static", **kw)
+    assert len(builds) == 3, "other weights: rebuilt"
+    D.deploy(other, "onnxruntime", "int8_static", reuse=False, **kw)
+    assert len(builds) == 4, "reuse=False: rebuilt"
+    (first.path.parent / "manifest.json").write_text("{not json")
+    D.deploy(other, "onnxruntime", "int8_static", **kw)
+    assert len(builds) == 5, "a damaged manifest: rebuilt"
+    with pytest.raises(ValueError, match="reuse='yes' is not valid"):
+        D.deploy(vit, "onnxruntime", reuse="yes")
+
+
+def test_deploy_many_exports_in_workers_and_matches_deploy(vit, digits, tmp_path):
+    from course_utils import parallel
+
+    jobs = [{"model": vit, "runtime": r, "precision": p, "calibration": digits["calib"], "workdir": tmp_path,
+             "name": "many", "tolerance": INT8_TEST_TOL} for r, p in
+            (("onnxruntime", "int8_dynamic"), ("openvino", "fp32"), ("pytorch", "fp32"))]
+    try:
+        runners = D.deploy_many(jobs, workers=2, progress=False)
+    finally:
+        parallel.shutdown()
+    assert [r.name for r in runners] == ["onnxruntime_int8_dynamic", "openvino_fp32", "pytorch_fp32"]
+    assert all(r.parity.ok for r in runners)
+    for r in runners[:2]:
+        assert (r.path.parent / "manifest.json").exists()
+        alone = D.deploy(vit, r.runtime, r.precision, calibration=digits["calib"], workdir=tmp_path / "alone")
+        np.testing.assert_allclose(r.predict(digits["xt"]), alone.predict(digits["xt"]), atol=1e-5)
+    with pytest.raises(ValueError, match="jobs must be a list of dicts"):
+        D.deploy_many({"model": vit, "runtime": "openvino"})
+    with pytest.raises(ValueError, match="needs 'model' and 'runtime'"):
+        D.deploy_many([{"runtime": "openvino"}])
+    with pytest.raises(ValueError, match="runtime='tflite' is not valid"):
+        D.deploy_many([{"model": vit, "runtime": "tflite"}])
 
 
 # ------------------------------------------------------------------------------------------ bench CLI

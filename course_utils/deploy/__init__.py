@@ -3,7 +3,8 @@
 ``deploy(model, runtime, precision, calibration=...)`` exports to ONNX Runtime, OpenVINO (+NNCF int8) or
 ExecuTorch (XNNPACK, fp32 and PT2E int8) and returns a :class:`Runner`: callable on a torch batch (a
 ``metrics.benchmark`` candidate), with ``predict``, its artifact ``path`` and ``size_bytes``. The eager references
-(``"pytorch"`` fp32 / int8_dynamic, ``"torch_compile"``) are runners too. ``python -m course_utils.deploy --bench``
+(``"pytorch"`` fp32 / int8_dynamic, ``"torch_compile"``) are runners too. ``deploy_many`` exports several models side
+by side; an artifact built from the same model and settings is reused. ``python -m course_utils.deploy --bench``
 times them all on the ViT-DyT baseline.
 
 Modules: :mod:`.attention` (SDPA -> 3-D bmm rewrite), :mod:`.onnx_runtime`, :mod:`.openvino_nncf`,
@@ -12,7 +13,7 @@ Modules: :mod:`.attention` (SDPA -> 3-D bmm rewrite), :mod:`.onnx_runtime`, :mod
 
 from __future__ import annotations
 
-from .api import NEEDS_CALIBRATION, RUNTIMES, TARGETS, check_target, deploy, deploy_all
+from .api import NEEDS_CALIBRATION, RUNTIMES, TARGETS, build_artifact, check_target, deploy, deploy_all, deploy_many
 from .attention import BmmAttention, attention_layers, export_friendly
 from .common import DeploymentError, calibration_batches, default_workdir
 from .executorch_xnnpack import executorch_threads, xnnpack_partitions
@@ -21,5 +22,6 @@ from .runners import Runner, TorchRunner, compiled_runner, eager_runner
 
 __all__ = ["BmmAttention", "DeploymentError", "DeploymentMismatchError", "NEEDS_CALIBRATION", "ParityReport",
            "RUNTIMES", "Runner", "TARGETS", "TOLERANCES", "Tolerance", "TorchRunner", "attention_layers",
-           "calibration_batches", "check_parity", "check_target", "compiled_runner", "default_workdir", "deploy",
-           "deploy_all", "eager_runner", "executorch_threads", "export_friendly", "xnnpack_partitions"]
+           "build_artifact", "calibration_batches", "check_parity", "check_target", "compiled_runner",
+           "default_workdir", "deploy", "deploy_all", "deploy_many", "eager_runner", "executorch_threads",
+           "export_friendly", "xnnpack_partitions"]

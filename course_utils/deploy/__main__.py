@@ -18,6 +18,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workdir", default=None, help="artifact folder (default: checkpoints/deploy)")
     parser.add_argument("--threads", type=int, default=None,
                         help="threads for every runtime (default: torch's current count)")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="exports side by side (default 0: one process per CPU core; 1: one at a time)")
+    parser.add_argument("--reuse", action="store_true", help="load artifacts built earlier from the same model")
     args = parser.parse_args(argv)
     if not args.bench:
         parser.print_help()
@@ -25,10 +28,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     for flag, value in (("--rounds", args.rounds), ("--threads", args.threads)):
         if value is not None and value < 1:
             parser.error(f"{flag} must be >= 1")
+    if args.workers < 0:
+        parser.error("--workers must be >= 0 (0: one process per CPU core)")
     from .bench import run_bench
 
     result = run_bench(smoke=args.smoke, rounds=args.rounds, min_run_time=args.min_run_time, workdir=args.workdir,
-                       threads=args.threads)
+                       threads=args.threads, workers=args.workers, reuse=args.reuse)
     print(json.dumps(result), flush=True)
     return 0
 

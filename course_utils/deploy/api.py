@@ -2,11 +2,15 @@
 
 Every export starts from the same export-ready copy (pruning masks folded, attention as 3-D bmm + softmax), so a
 dense, pruned, structurally pruned, distilled or low-rank model takes the same path. The artifact is written into
-a temporary folder that replaces ``<workdir>/<model tag>-<runtime>-<precision>`` only once complete.
+a temporary folder that replaces ``<workdir>/<model tag>-<runtime>-<precision>`` only once complete, with a
+``manifest.json`` naming what it was built from, so a later call with the same model and settings loads it instead
+of exporting again. :func:`deploy_many` exports several models side by side in worker processes.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 from collections.abc import Iterable, Sequence
@@ -54,40 +58,129 @@ def check_target(runtime: str, precision: str) -> None:
                          f"choose one of {list(RUNTIMES[runtime])}")
 
 
-def _build(ready: nn.Module, runtime: str, precision: str, shape: tuple[int, int, int], folder: Path,
-           batches: list[torch.Tensor] | None, sizes: tuple[int, ...], threads: int) -> Runner:
-    """Write the artifact atomically into ``folder`` and load it with its runtime."""
+#: Bump when the artifact layout changes: older folders are then rebuilt, never misread.
+ARTIFACT_FORMAT = 1
+MANIFEST = "manifest.json"
+
+
+def _versions(runtime: str) -> dict[str, str]:
+    """The library versions an artifact depends on (a different version rebuilds it)."""
+    from importlib import metadata
+
+    names = {"onnxruntime": ("onnx", "onnxruntime"), "openvino": ("openvino", "nncf"),
+             "executorch": ("executorch", "torchao")}[runtime]
+    out = {"torch": torch.__version__}
+    for n in names:
+        try:
+            out[n] = metadata.version(n)
+        except metadata.PackageNotFoundError:
+            out[n] = "missing"
+    return out
+
+
+def _key(ready: nn.Module, runtime: str, precision: str, shape: tuple[int, int, int],
+         batches: list[torch.Tensor] | None, sizes: tuple[int, ...]) -> dict[str, Any]:
+    """Everything an artifact is built from; an existing folder with the same key is reused."""
+    calib = None
+    if (runtime, precision) in NEEDS_CALIBRATION and batches:
+        calib = hashlib.sha1(torch.cat(batches).numpy().tobytes()).hexdigest()[:16]
+    return {"format": ARTIFACT_FORMAT, "model": model_tag(ready), "runtime": runtime, "precision": precision,
+            "example_shape": list(shape), "batch_sizes": list(sizes) if runtime == "executorch" else None,
+            "calibration": calib, "versions": _versions(runtime)}
+
+
+def _cached(folder: Path, key: dict[str, Any]) -> dict[str, Any] | None:
+    """The manifest of ``folder`` if it was built from ``key`` and its files are all there."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict) or manifest.get("key") != json.loads(json.dumps(key)):
+        return None
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files or not all((folder / f).is_file() for f in files.values()):
+        return None
+    return manifest
+
+
+def _write(ready: nn.Module, runtime: str, precision: str, shape: tuple[int, int, int], folder: Path,
+           batches: list[torch.Tensor] | None, sizes: tuple[int, ...], threads: int, reuse: bool) -> dict[str, Any]:
+    """The artifact's manifest: the existing one when ``reuse`` and the key matches, else a new build written
+    atomically into ``folder`` (files, then the manifest, then the swap)."""
+    key = _key(ready, runtime, precision, shape, batches, sizes)
+    if reuse and (manifest := _cached(folder, key)) is not None:
+        return manifest
     with atomic_dir(folder) as tmp:
         if runtime == "onnxruntime":
             from .onnx_runtime import build_onnxruntime
 
             path, info = build_onnxruntime(ready, precision, shape, tmp, batches, threads)
+            files = {"model": path.name}
         elif runtime == "openvino":
             from .openvino_nncf import build_openvino
 
             path, info = build_openvino(ready, precision, shape, tmp, batches)
+            files = {"model": path.name, "weights": path.with_suffix(".bin").name}
         else:
             from .executorch_xnnpack import build_executorch
 
-            files, info = build_executorch(ready, precision, shape, tmp, batches, sizes)
+            programs, info = build_executorch(ready, precision, shape, tmp, batches, sizes)
+            files = {str(bs): p.name for bs, p in programs.items()}
+        manifest = {"key": key, "files": files, "info": json.loads(json.dumps(info, default=str))}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    return manifest
+
+
+def _load(folder: Path, manifest: dict[str, Any], runtime: str, precision: str, sizes: tuple[int, ...],
+          threads: int) -> Runner:
+    """The runner of a built artifact, loaded with its runtime."""
+    files, info = manifest["files"], dict(manifest["info"])
     if runtime == "onnxruntime":
         from .onnx_runtime import OnnxRuntimeRunner
 
-        return OnnxRuntimeRunner(folder / path.name, precision, threads, info)
+        return OnnxRuntimeRunner(folder / files["model"], precision, threads, info)
     if runtime == "openvino":
         from .openvino_nncf import OpenVinoRunner
 
-        return OpenVinoRunner(folder / path.name, precision, threads, sizes, info)
+        return OpenVinoRunner(folder / files["model"], precision, threads, sizes, info)
     from .executorch_xnnpack import ExecuTorchRunner
 
-    return ExecuTorchRunner(folder, {bs: folder / p.name for bs, p in files.items()}, precision, info)
+    return ExecuTorchRunner(folder, {int(bs): folder / f for bs, f in files.items()}, precision, info)
+
+
+def _prepare(model: nn.Module, runtime: str, precision: str, calibration: Any, example_shape: Sequence[int] | None,
+             batch_sizes: int | Iterable[int], workdir: os.PathLike | str | None, name: str | None, attention: str,
+             threads: int | None) -> dict[str, Any]:
+    """Check every argument of :func:`deploy` (before any export starts) and resolve the defaults."""
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be an nn.Module, got {type(model).__name__}")
+    check_target(runtime, precision)
+    if (runtime, precision) in NEEDS_CALIBRATION and calibration is None:
+        raise ValueError(f"{runtime} {precision} needs calibration=... (real images): static int8 sets its "
+                         f"activation ranges from them; or choose precision='fp32'"
+                         + (" or 'int8_dynamic'" if runtime == "onnxruntime" else ""))
+    batches = calibration_batches(calibration) if calibration is not None else None
+    shape = check_example_shape(model, example_shape, batches)
+    sizes = check_batch_sizes(batch_sizes)
+    if attention not in ("auto", "bmm", "sdpa"):
+        raise ValueError(f"attention={attention!r} is not valid; choose 'auto', 'bmm' or 'sdpa'")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads={threads!r} is not valid; it must be an integer >= 1")
+    out: dict[str, Any] = {"model": model.cpu().eval(), "batches": batches, "shape": shape, "sizes": sizes,
+                           "threads": threads or torch.get_num_threads()}
+    if runtime not in ("pytorch", "torch_compile"):
+        out["attention"] = AUTO_ATTENTION[runtime] if attention == "auto" else attention
+        out["ready"] = export_friendly(model, out["attention"])
+        folder = Path(workdir) if workdir is not None else default_workdir()
+        out["folder"] = folder / f"{name or model_tag(model)}-{runtime}-{precision}"
+    return out
 
 
 def deploy(model: nn.Module, runtime: str, precision: str = "fp32", *, calibration: Any = None,
            example_shape: Sequence[int] | None = None, batch_sizes: int | Iterable[int] = (1, 64),
            workdir: os.PathLike | str | None = None, name: str | None = None, attention: str = "auto",
            verify: Any = None, tolerance: Tolerance | None = None, threads: int | None = None,
-           compile_backend: str = "inductor") -> Runner:
+           compile_backend: str = "inductor", reuse: bool = True) -> Runner:
     """Export ``model`` to ``runtime`` at ``precision`` and return a checked :class:`Runner`.
 
     - ``runtime``/``precision``: see :data:`RUNTIMES`. Static int8 (see :data:`NEEDS_CALIBRATION`) needs
@@ -104,37 +197,25 @@ def deploy(model: nn.Module, runtime: str, precision: str = "fp32", *, calibrati
       A deployment outside ``tolerance`` (default per precision) raises ``DeploymentMismatchError``.
     - ``threads``: intra-op threads of ONNX Runtime and OpenVINO (default: ``torch.get_num_threads()``, as eager;
       ExecuTorch's XNNPACK threadpool is process-wide: set it with ``executorch_threads(n)``).
+    - ``reuse``: an artifact folder built from the same weights, settings, calibration images and library versions
+      (its ``manifest.json`` says) is loaded instead of exported again: an ExecuTorch int8 lowering takes most of a
+      minute here. ``reuse=False`` always exports.
 
     ``model`` itself is put in eval mode on the CPU; everything exported is a copy.
     """
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"model must be an nn.Module, got {type(model).__name__}")
-    check_target(runtime, precision)
-    if (runtime, precision) in NEEDS_CALIBRATION and calibration is None:
-        raise ValueError(f"{runtime} {precision} needs calibration=... (real images): static int8 sets its "
-                         f"activation ranges from them; or choose precision='fp32'"
-                         + (" or 'int8_dynamic'" if runtime == "onnxruntime" else ""))
-    batches = calibration_batches(calibration) if calibration is not None else None
-    shape = check_example_shape(model, example_shape, batches)
-    sizes = check_batch_sizes(batch_sizes)
-    if attention not in ("auto", "bmm", "sdpa"):
-        raise ValueError(f"attention={attention!r} is not valid; choose 'auto', 'bmm' or 'sdpa'")
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise ValueError(f"threads={threads!r} is not valid; it must be an integer >= 1")
-    threads = threads or torch.get_num_threads()
-    model = model.cpu().eval()
-
+    if not isinstance(reuse, bool):
+        raise ValueError(f"reuse={reuse!r} is not valid; it must be True or False")
+    p = _prepare(model, runtime, precision, calibration, example_shape, batch_sizes, workdir, name, attention, threads)
+    model, batches, shape, sizes, threads = p["model"], p["batches"], p["shape"], p["sizes"], p["threads"]
     if runtime == "pytorch":
         runner = eager_runner(model, precision)
     elif runtime == "torch_compile":
         runner = compiled_runner(model, shape, sizes, backend=compile_backend)
     else:
-        attention = AUTO_ATTENTION[runtime] if attention == "auto" else attention
-        ready = export_friendly(model, attention)
-        folder = Path(workdir) if workdir is not None else default_workdir()
-        folder = folder / f"{name or model_tag(model)}-{runtime}-{precision}"
-        runner = _build(ready, runtime, precision, shape, folder, batches, sizes, threads)
-        runner.info.setdefault("attention", attention)
+        folder = p["folder"]
+        manifest = _write(p["ready"], runtime, precision, shape, folder, batches, sizes, threads, reuse)
+        runner = _load(folder, manifest, runtime, precision, sizes, threads)
+        runner.info.setdefault("attention", p["attention"])
 
     data = verify if verify is not None else batches
     if data is None and precision == "fp32":
@@ -147,6 +228,41 @@ def deploy(model: nn.Module, runtime: str, precision: str = "fp32", *, calibrati
                 shutil.rmtree(runner.path if runner.path.is_dir() else runner.path.parent, ignore_errors=True)
             raise
     return runner
+
+
+def build_artifact(model: nn.Module, runtime: str, precision: str = "fp32", *, calibration: Any = None,
+                   example_shape: Sequence[int] | None = None, batch_sizes: int | Iterable[int] = (1, 64),
+                   workdir: os.PathLike | str | None = None, name: str | None = None, attention: str = "auto",
+                   reuse: bool = True, **_: Any) -> Path | None:
+    """Only the export step of :func:`deploy` (same arguments): write the artifact folder, load nothing, return it
+    (``None`` for the eager runtimes, which have none). What :func:`deploy_many` runs in worker processes."""
+    p = _prepare(model, runtime, precision, calibration, example_shape, batch_sizes, workdir, name, attention, 1)
+    if "folder" not in p:
+        return None
+    _write(p["ready"], runtime, precision, p["shape"], p["folder"], p["batches"], p["sizes"], 1, reuse)
+    return p["folder"]
+
+
+def deploy_many(jobs: Sequence[dict[str, Any]], workers: int = 0, desc: str = "exports",
+                progress: bool = True) -> list[Runner]:
+    """``[deploy(**job) for job in jobs]``, with the exports done first by ``workers`` processes side by side
+    (``parallel.run``; 0 = one per core). Exporting is single-threaded Python graph work (an ExecuTorch int8 lowering
+    is most of a minute here), so two cores build two artifacts at once; loading, the parity checks and everything
+    timed later happen here."""
+    from .. import parallel
+
+    if isinstance(jobs, dict) or not all(isinstance(j, dict) for j in jobs):
+        raise ValueError("jobs must be a list of dicts of deploy() arguments, e.g. "
+                         "[{'model': m, 'runtime': 'openvino', 'precision': 'int8', 'calibration': x}]")
+    for j in jobs:
+        if not {"model", "runtime"} <= set(j):
+            raise ValueError(f"every job needs 'model' and 'runtime'; got keys {sorted(j)}")
+        check_target(j["runtime"], j.get("precision", "fp32"))
+    exports = [parallel.call(build_artifact, label=f"{j.get('name') or 'model'} {j['runtime']} "
+                                                   f"{j.get('precision', 'fp32')}", **j)
+               for j in jobs if j["runtime"] not in ("pytorch", "torch_compile")]
+    parallel.run(exports, workers=workers, desc=desc, progress=progress)
+    return [deploy(**j) for j in jobs]
 
 
 def deploy_all(model: nn.Module, targets: Iterable[tuple[str, str]] = TARGETS, **kwargs: Any) -> dict[str, Runner]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -42,11 +43,23 @@ def _callable(candidate: Candidate) -> Callable[[torch.Tensor], Any]:
 
 
 def _time(fn: Callable[[torch.Tensor], Any], x: torch.Tensor, min_run_time: float, threads: int) -> float:
-    """Median seconds per call of ``fn(x)`` (``torch.utils.benchmark``), after one warm-up call."""
+    """Median seconds per call of ``fn(x)`` over blocks of calls (``torch.utils.benchmark.Timer``) that together
+    last ``min_run_time``, after one warm-up call.
+
+    The warm-up call also sizes the blocks (about a tenth of ``min_run_time`` each, at least 3 blocks), like
+    ``Timer.blocked_autorange`` but without its search over block sizes, which here cost as much time again as the
+    measurement itself.
+    """
     timer = tbench.Timer(stmt="fn(x)", globals={"fn": fn, "x": x}, num_threads=threads)
     with torch.no_grad():  # a context manager: autograd is back on for whatever runs next
+        start = time.perf_counter()
         fn(x)
-        return timer.blocked_autorange(min_run_time=min_run_time).median
+        first = time.perf_counter() - start
+        number = max(1, int(min_run_time / 10 / max(first, 1e-7)))
+        blocks: list[float] = []
+        while sum(blocks) * number < min_run_time or len(blocks) < 3:
+            blocks.append(timer.timeit(number).mean)
+        return float(np.median(blocks))
 
 
 def benchmark(candidates: Mapping[str, Candidate], example_shape: Sequence[int] | None = None,
