@@ -54,6 +54,34 @@ def test_seed_spread_and_paired_seeds():
         compare([0.8], [0.7], paired=True)
 
 
+def test_paired_seeds_on_one_test_set_add_its_noise():
+    # three seeds that each differ by the same 2 of 1,000 images: no seed spread, but not an effect
+    tiny = compare([0.902, 0.912, 0.922], [0.900, 0.910, 0.920], paired=True)
+    assert tiny.significant and tiny.low == pytest.approx(tiny.high), "without n_test: the seed spread alone"
+    shared = compare([0.902, 0.912, 0.922], [0.900, 0.910, 0.920], 1000, paired=True)
+    assert not shared.significant and "shared test images" in shared.verdict()
+    assert shared.high - shared.low == pytest.approx(2 * 1.959964 * 100 * math.sqrt((0.002 - 0.002 ** 2) / 1000))
+    # a consistent 2-point gain survives, with a wider interval than the seeds alone give
+    big = compare([0.80, 0.82, 0.84], [0.78, 0.80, 0.82], 1000, paired=True)
+    assert big.significant and big.diff == pytest.approx(2.0)
+    # with seed spread: never narrower than the seeds alone or the test set alone
+    a, b = np.array([0.93, 0.95, 0.94]), np.array([0.92, 0.92, 0.93])
+    seeds_only, both = compare(a, b, paired=True), compare(a, b, 1000, paired=True)
+    d = a - b
+    t_half = sps.t.ppf(0.975, 2) * d.std(ddof=1) / math.sqrt(3) * 100
+    z_half = sps.norm.ppf(0.975) * math.sqrt((d.mean() - d.mean() ** 2) / 1000) * 100
+    assert (both.high - both.low) / 2 == pytest.approx(math.hypot(t_half, z_half))
+    assert both.high - both.low > seeds_only.high - seeds_only.low
+
+
+def test_the_test_set_noise_bound_holds_for_integer_differences():
+    """Var of the mean of integer per-image differences z is at least (|mean| - mean^2) / n (the bound above)."""
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        z = rng.choice([-2, -1, 0, 1, 2], size=1000, p=rng.dirichlet(np.ones(5)))
+        assert z.var() >= abs(z.mean()) - z.mean() ** 2 - 1e-12
+
+
 def test_bootstrap_contains_the_mean_and_narrows_with_data():
     rng = np.random.default_rng(0)
     d = rng.normal(1.0, 1.0, size=50)
