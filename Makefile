@@ -11,7 +11,7 @@ TEST_OUT := $(CURDIR)/runs/test
 TEST_ENV := COURSE_CHECKPOINT_DIR=$(TEST_OUT)/checkpoints COURSE_FIGURES_DIR=$(TEST_OUT)/figures \
             COURSE_RESULTS_PATH=$(TEST_OUT)/results.json
 
-.PHONY: setup run smoke test unit notebooks lint student grade validate clean outputs
+.PHONY: setup run smoke test unit notebooks lint student grade validate clean outputs sweep
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,11 @@ notebooks: setup  ## papermill runs the series in smoke mode, then nbval validat
 	$(TEST_ENV) COURSE_SMOKE=1 $(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env notebooks
 
 test: lint unit validate notebooks  ## everything CI checks
+
+SEEDS ?= 0-9
+SWEEP_ARGS ?=
+sweep: setup  ## make sweep SEEDS=0-9 [SWEEP_ARGS="--local-workers 2"]: notebook 07's ablation for those seeds
+	$(PY) -m course_utils.sweep --seeds $(SEEDS) $(SWEEP_ARGS)
 
 student: setup  ## student versions (solutions and hidden tests removed, cell ids kept) in student/
 	$(PY) -m course_utils.grading release --out student

@@ -9,6 +9,13 @@ independent trainings (seeds, regimes, students) to :func:`run`, which keeps a s
 
 Determinism: every call runs single-threaded (:func:`single_thread`), in a worker or, with ``workers=1``, in this
 process, so a result never depends on where it ran or on how many cores the machine has.
+
+Backends: the pool is one ``concurrent.futures`` executor among others. :func:`use_backend` swaps in a Dask
+cluster (``course_utils.cluster``: a ``LocalCluster`` on this machine, or a running scheduler on others), and every
+``run`` -- the notebooks', the sweep's, the grader's -- goes there instead, with the same single-threaded rule and
+so the same numbers. Workers of a remote cluster may not see this machine's files: a call can name the checkpoints
+it reads (``call(..., checkpoints=[...])``); they travel with it, and the checkpoints it writes come back and are
+saved here.
 """
 
 from __future__ import annotations
@@ -18,12 +25,14 @@ import multiprocessing
 import os
 import pickle
 import signal
+import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import torch
 from tqdm.auto import tqdm
@@ -46,16 +55,23 @@ class Call:
     args: tuple[Any, ...] = ()
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     label: str = ""
+    #: Checkpoint names (files ``<name>.pt`` of ``paths.checkpoint_dir()``) the call reads: they travel with it to a
+    #: worker that does not share this machine's files. Whatever it saves comes back either way.
+    checkpoints: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         return self.label or getattr(self.fn, "__qualname__", repr(self.fn))
 
 
-def call(fn: Callable[..., Any], *args: Any, label: str = "", **kwargs: Any) -> Call:
-    """``Call(fn, args, kwargs)`` with a ``label`` for progress bars and error messages."""
+def call(fn: Callable[..., Any], *args: Any, label: str = "", checkpoints: Sequence[str] = (),
+         **kwargs: Any) -> Call:
+    """``Call(fn, args, kwargs)`` with a ``label`` for progress bars and error messages, and the ``checkpoints`` it
+    reads (needed only by clusters without a shared checkpoint folder)."""
     if not callable(fn):
         raise ValueError(f"fn={fn!r} is not valid; it must be a callable (a module-level function)")
-    return Call(fn, args, dict(kwargs), label)
+    if isinstance(checkpoints, str) or not all(isinstance(c, str) for c in checkpoints):
+        raise ValueError(f"checkpoints={checkpoints!r} is not valid; give a list of checkpoint names")
+    return Call(fn, args, dict(kwargs), label, tuple(checkpoints))
 
 
 def cpu_count() -> int:
@@ -80,6 +96,8 @@ def resolve_workers(workers: int = 0, device: str | torch.device = "cpu") -> int
 
     if in_worker() or get_device(device).type != "cpu":
         return 1
+    if _BACKEND is not None:  # a cluster: its scheduler decides where calls run, one thread per worker
+        return max(2, _BACKEND.size())
     return workers or cpu_count()
 
 
@@ -104,9 +122,13 @@ def _init_worker() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _execute(payload: bytes, env: Mapping[str, str]) -> bytes:
+def _execute(payload: bytes, env: Mapping[str, str], files: Mapping[str, bytes] | None = None) -> bytes:
     """What a worker does with one call: take the caller's output folders, run it single-threaded, and return the
-    result pickled.
+    result pickled, with the checkpoints it wrote.
+
+    ``files`` is ``None`` where the worker shares the caller's checkpoint folder; otherwise the call runs with a
+    private checkpoint folder holding ``files`` (name -> bytes) and every checkpoint it saves there is returned, so
+    nothing depends on the worker's disk and a worker that dies loses nothing the caller had.
 
     Calls and results travel as plain ``pickle`` bytes, tensors copied by value. Through multiprocessing's own
     pickler, torch would move every tensor argument into shared memory and pass file descriptors, and while the
@@ -117,9 +139,66 @@ def _execute(payload: bytes, env: Mapping[str, str]) -> bytes:
         if key not in env:
             del os.environ[key]
     os.environ.update(env)
+    os.environ[WORKER_FLAG] = "1"  # a Dask worker has no initializer: mark it here (nested runs stay sequential)
     fn, args, kwargs = pickle.loads(payload)
-    with single_thread():
-        return pickle.dumps(fn(*args, **kwargs), protocol=pickle.HIGHEST_PROTOCOL)
+    if files is None:
+        with single_thread():
+            return pickle.dumps((fn(*args, **kwargs), {}), protocol=pickle.HIGHEST_PROTOCOL)
+    with tempfile.TemporaryDirectory(prefix="course-ckpt-") as tmp:
+        for name, data in files.items():
+            (Path(tmp) / f"{name}.pt").write_bytes(data)
+        os.environ["COURSE_CHECKPOINT_DIR"] = tmp
+        with single_thread():
+            result = fn(*args, **kwargs)
+        saved = {p.stem: p.read_bytes() for p in Path(tmp).glob("*.pt")
+                 if p.stem not in files or files[p.stem] != p.read_bytes()}
+        return pickle.dumps((result, saved), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+class Backend(Protocol):
+    """Where :func:`submit` sends calls when not to the local pool (``course_utils.cluster.DaskBackend``)."""
+
+    shared_checkpoints: bool
+
+    def executor(self) -> Executor: ...
+
+    def size(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+_BACKEND: Backend | None = None
+
+
+def use_backend(backend: Backend | None) -> Backend | None:
+    """Send every later :func:`run` to ``backend`` (``None``: back to the local process pool); returns the old one.
+    Usually called through ``course_utils.cluster.connect``."""
+    global _BACKEND
+    if backend is not None and not all(hasattr(backend, a) for a in ("executor", "size", "close")):
+        raise ValueError(f"backend={backend!r} is not valid; give None or a course_utils.cluster backend")
+    old, _BACKEND = _BACKEND, backend
+    return old
+
+
+def current_backend() -> Backend | None:
+    """The cluster backend in use, or ``None`` for the local process pool."""
+    return _BACKEND
+
+
+def _save_returned(saved: Mapping[str, bytes]) -> None:
+    """Write the checkpoints a remote worker trained into this machine's checkpoint folder (atomically)."""
+    from .checkpoints import checkpoint_path
+    from .io import atomic_path
+
+    for name, data in saved.items():
+        with atomic_path(checkpoint_path(name)) as tmp:
+            Path(tmp).write_bytes(data)
+
+
+def _shipped(c: Call) -> dict[str, bytes]:
+    from .checkpoints import checkpoint_path
+
+    return {n: p.read_bytes() for n in c.checkpoints if (p := checkpoint_path(n)).is_file()}
 
 
 _POOL: ProcessPoolExecutor | None = None
@@ -138,8 +217,12 @@ def _pool(size: int) -> ProcessPoolExecutor:
 
 
 def shutdown(kill: bool = False) -> None:
-    """Stop the worker processes (the next :func:`run` starts new ones); ``kill`` ends calls still running."""
-    global _POOL, _POOL_SIZE
+    """Stop the worker processes (the next :func:`run` starts new ones); ``kill`` ends calls still running (on a
+    cluster: cancels them, and closes the cluster this process started)."""
+    global _POOL, _POOL_SIZE, _BACKEND
+    if kill and _BACKEND is not None:
+        _BACKEND.close()
+        _BACKEND = None
     if _POOL is not None:
         if kill:  # ProcessPoolExecutor can only wait for running calls; end their processes instead
             for process in list(getattr(_POOL, "_processes", {}).values()):
@@ -190,9 +273,10 @@ class Pending:
     """
 
     def __init__(self, calls: list[Call], results: list[Any] | None, desc: str, progress: bool,
-                 start: Callable[[int], Future] | None = None, after: list[frozenset[int]] | None = None) -> None:
+                 start: Callable[[int], Future] | None = None, after: list[frozenset[int]] | None = None,
+                 on_result: Callable[[int, Any], None] | None = None) -> None:
         self.calls, self._results, self.desc, self.progress = calls, results, desc, progress
-        self._start, self._after = start, after or [frozenset()] * len(calls)
+        self._start, self._after, self._on_result = start, after or [frozenset()] * len(calls), on_result
         self._futures: dict[Future, int] = {}
         if start is not None:
             self._futures = {start(i): i for i, deps in enumerate(self._after) if not deps}
@@ -225,13 +309,18 @@ class Pending:
                 for f in sorted(done, key=futures.__getitem__):
                     i = futures[f]
                     try:
-                        results[i] = pickle.loads(f.result())
+                        results[i], saved = pickle.loads(f.result())
+                        _save_returned(saved)
                         finished.add(i)
+                        if self._on_result is not None:  # e.g. the sweep records rows as each call finishes
+                            self._on_result(i, results[i])
                     except BrokenProcessPool as e:
                         shutdown()
                         raise JobError(f"a worker process died while running {calls[i]} (out of memory, or "
                                        "killed?); run again with workers=1 to see the error in this process") from e
                     except Exception as e:  # noqa: BLE001 - re-raised below with the call named
+                        if type(e).__name__ == "KilledWorker":  # Dask gave up after workers died running it
+                            e = JobError(f"workers died {e.args[-1] if e.args else ''} times running it")
                         failures.append((i, e))
                     bar.update()
                 started = set(futures.values())
@@ -250,11 +339,13 @@ class Pending:
 
 
 def submit(calls: Sequence[Call], workers: int = 0, device: str | torch.device = "cpu", desc: str = "jobs",
-           progress: bool = True, after: Sequence[Sequence[int]] | None = None) -> Pending:
+           progress: bool = True, after: Sequence[Sequence[int]] | None = None,
+           on_result: Callable[[int, Any], None] | None = None) -> Pending:
     """Start the calls in the workers and return at once; ``.result()`` waits. Later :func:`run` calls queue
     behind them, so a notebook can start a slow training early and keep both cores busy meanwhile. With one
     worker the calls run here, now, in order. ``after[i]`` lists the earlier calls that call ``i`` needs finished
-    first (a fine-tuning needs its baseline's checkpoint)."""
+    first (a fine-tuning needs its baseline's checkpoint). ``on_result(i, result)`` runs here as each call
+    finishes (so work done before an interruption or a failure is kept)."""
     calls = _check_calls(calls)
     if not isinstance(desc, str):
         raise ValueError(f"desc={desc!r} is not valid; it must be a str")
@@ -262,9 +353,11 @@ def submit(calls: Sequence[Call], workers: int = 0, device: str | torch.device =
     n = resolve_workers(workers, device)
     if n <= 1 or not calls:
         out = []
-        for c in tqdm(calls, desc=desc, disable=_quiet(progress) or not calls, unit="job"):
+        for i, c in enumerate(tqdm(calls, desc=desc, disable=_quiet(progress) or not calls, unit="job")):
             with single_thread():
                 out.append(c.fn(*c.args, **c.kwargs))
+            if on_result is not None:
+                on_result(i, out[-1])
         return Pending(calls, out, desc, progress)
     env = _forwarded_env()
     payloads = []
@@ -274,24 +367,31 @@ def submit(calls: Sequence[Call], workers: int = 0, device: str | torch.device =
         except (pickle.PicklingError, AttributeError, TypeError) as e:
             raise ValueError(f"call {i} ({c}) cannot be sent to a worker process ({e}); use a module-level function "
                              "and picklable arguments, or workers=1") from e
-    pool = _pool(n)
-    return Pending(calls, None, desc, progress, start=lambda i: pool.submit(_execute, payloads[i], env), after=deps)
+    if _BACKEND is None:
+        pool: Executor = _pool(n)
+        ship = False
+    else:
+        pool, ship = _BACKEND.executor(), not _BACKEND.shared_checkpoints
+    return Pending(calls, None, desc, progress, after=deps, on_result=on_result,
+                   start=lambda i: pool.submit(_execute, payloads[i], env, _shipped(calls[i]) if ship else None))
 
 
 def run(calls: Sequence[Call], workers: int = 0, device: str | torch.device = "cpu", desc: str = "jobs",
-        progress: bool = True, after: Sequence[Sequence[int]] | None = None) -> list[Any]:
+        progress: bool = True, after: Sequence[Sequence[int]] | None = None,
+        on_result: Callable[[int, Any], None] | None = None) -> list[Any]:
     """The result of every call, in the order given, computed by up to ``workers`` processes side by side.
 
     ``workers``: 0 = one per CPU core; 1 = here, one after the other (so is a single call, and every call inside a
     worker or for an accelerator ``device``). Each call runs single-threaded either way. A failing call raises
     :class:`JobError` naming it (the other calls still finish first); arguments and results travel by pickle, so
     ``fn`` must be importable. The workers stay up for the next ``run`` (:func:`shutdown` stops them). ``after``:
-    see :func:`submit`.
+    see :func:`submit`; so is ``on_result``. With a cluster backend (:func:`use_backend`) every call goes to the
+    cluster, whatever ``workers`` says.
     """
     resolve_workers(workers, device)  # checks the value
-    if isinstance(calls, Sequence) and len(calls) == 1:  # one call: here, without starting (or waiting for) a worker
+    if isinstance(calls, Sequence) and len(calls) == 1 and _BACKEND is None:  # one call: here, without a worker
         workers = 1
-    return submit(calls, workers, device, desc, progress, after).result()
+    return submit(calls, workers, device, desc, progress, after, on_result).result()
 
 
 def _quiet(progress: bool) -> bool:
