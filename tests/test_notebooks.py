@@ -77,3 +77,17 @@ def test_tables_read_as_text_and_no_machine_noise(nb):
             assert "pandas.io.formats.style.Styler" not in text, "a Styler table has no plain-text form: use table()"
             assert "PosixPath(" not in text, "a path object leaked into the outputs"
             assert "[{'notebook'" not in text, "a cell's last expression printed rows of the results store"
+
+
+#: Names of the course's internal source documents: a student cannot look them up.
+INTERNAL_WORDS = re.compile(r"write-up|quantization demo|compression assignment|the DyT project|earlier version of "
+                            r"this notebook|the brief\b|seed 00\d", re.I)
+
+
+def test_sources_are_named_so_a_student_can_look_them_up(nb):
+    """Cite the paper, the tutorial or the notebook number, never an internal document of the course's makers."""
+    for c in nb.cells:
+        text = c.source if c.cell_type == "markdown" else "\n".join(
+            line for line in c.source.splitlines() if line.lstrip().startswith("#") or "#" in line)
+        hit = INTERNAL_WORDS.search(text)
+        assert hit is None, f"internal word {hit.group()!r} in a {c.cell_type} cell: {text[:80]!r}"

@@ -89,7 +89,15 @@ def release(out: os.PathLike | str = REPO_ROOT / "student", notebooks_dir: os.Pa
 
 def _run_all(workers: int, calls: list[tuple[Callable[..., T], tuple[Any, ...]]]) -> list[T]:
     """Run ``calls`` on ``workers`` threads (each drives one worker process at a time), in order. If one fails or
-    the user interrupts, every running box is killed and nothing new starts."""
+    the user interrupts, every running box is killed and nothing new starts. With a Dask cluster connected
+    (``course_utils.cluster.connect``, the CLI's ``--local-workers``/``--scheduler``), the calls go to its workers
+    instead, through ``course_utils.parallel`` like every other job of the course (the workers must see the
+    submissions and the instructor's notebooks, e.g. on a shared folder)."""
+    from .. import parallel
+
+    if parallel.current_backend() is not None:
+        return parallel.run([parallel.call(f, *args, label=f"{f.__name__} {i}") for i, (f, args) in enumerate(calls)],
+                            desc="grading", progress=False)
     resume()
     pool = ThreadPoolExecutor(max_workers=workers)
     try:

@@ -33,6 +33,11 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--jobs", type=int, default=2, help="notebooks graded in parallel (default 2)")
         p.add_argument("--timeout-cell", type=float, default=60.0, help="seconds per exercise or check cell")
         p.add_argument("--timeout-notebook", type=float, default=600.0, help="seconds per notebook run")
+        where = p.add_mutually_exclusive_group()
+        where.add_argument("--local-workers", type=int, default=None,
+                           help="grade on a Dask LocalCluster of N workers instead of --jobs threads")
+        where.add_argument("--scheduler", default=None, help="grade on a running Dask cluster, tcp://HOST:8786 "
+                           "(its workers must see the submissions and the notebooks)")
     gr.add_argument("--memory-gb", type=float, default=6.0, help="address-space limit of each kernel")
     ck = sub.add_parser("check", help="grade your own notebook with its public checks")
     ck.add_argument("notebook")
@@ -54,6 +59,17 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0].startswith("--") and argv[0] != "--help":
         argv = ["release", *argv]  # the old interface: ``python -m course_utils.grading --out student``
     args = _parser().parse_args(argv)
+    if getattr(args, "local_workers", None) is not None and args.local_workers < 1:
+        print(f"error: --local-workers {args.local_workers} is not valid; it must be >= 1", file=sys.stderr)
+        return 2
+    if getattr(args, "local_workers", None) is not None or getattr(args, "scheduler", None):
+        from .. import cluster
+
+        try:
+            cluster.connect(args.scheduler, local_workers=args.local_workers, shared_checkpoints=True)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     try:
         if args.command == "release":
             for path in api.release(args.out, args.notebooks_dir):
@@ -97,4 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: every grading kernel was stopped", file=sys.stderr)
         return 130
+    finally:
+        from .. import cluster
+
+        cluster.disconnect()
     return 0
