@@ -46,7 +46,9 @@ def test_local_cluster_records_the_same_rows_as_the_process_pool(pool_rows, tmp_
     info = sweep.sweep(**SMALL, store=tmp_path / "rows.json")
     assert info["backend"] == "dask" and info["tasks_run"] == 4
     rows = _rows(tmp_path / "rows.json")
-    assert len(rows) == len(pool_rows) == 2 * 2 * 3 * 2  # 2 seeds x 2 norms x (dense + 2 regimes) x 2 metrics
+    # 2 seeds x 2 norms x (dense + 2 regimes) x (accuracy, drop), plus each DyT dense model's learned alpha
+    assert len(rows) == len(pool_rows) == 2 * 2 * 3 * 2 + 2
+    assert sum(dict(r)["metric"] == "learned_alpha" for r in rows) == 2
     assert rows == pool_rows
     # a rerun finds every row recorded and runs nothing
     assert sweep.sweep(**SMALL, store=tmp_path / "rows.json")["tasks_run"] == 0
