@@ -18,6 +18,10 @@ from .paths import figures_dir, relative
 NORM_COLORS: dict[str, str] = {"dyt": "#1f77b4", "layernorm": "#ff7f0e", "batchnorm": "#2ca02c", "identity": "#7f7f7f"}
 #: Display names of the normalizations.
 NORM_LABELS: dict[str, str] = {"dyt": "DyT", "layernorm": "LayerNorm", "batchnorm": "BatchNorm", "identity": "none"}
+#: One colour per distillation method (notebook 04), none of them a normalization's colour: in a figure of DyT
+#: students, blue would read as "DyT" and orange as "LayerNorm". The teacher is drawn in crimson, also not used here.
+METHOD_COLORS: dict[str, str] = {"scratch": "#222222", "kd": "#7b2cbf", "fitnet": "#e377c2", "crd": "#c9b800",
+                                 "crd+kd": "#6b4226", "infonce": "#00a6a6"}
 
 
 def norm_color(norm: str) -> str:

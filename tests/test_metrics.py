@@ -124,6 +124,21 @@ def test_op_time_breakdown_and_amdahl():
         amdahl_speedup(1.5, 2.0)
 
 
+@pytest.mark.parametrize("batch", [1, 32])
+def test_op_time_breakdown_counts_every_convolution_kernel(batch):
+    """At batch 1 PyTorch's CPU convolution of a small ConvNet takes the slow im2col + GEMM path
+    (aten::thnn_conv2d -> aten::_slow_conv2d_forward), at large batches oneDNN (aten::mkldnn_convolution): whichever
+    kernel runs, its time is matrix work, and the dispatch wrappers around it are not."""
+    m = build_model("cnn", "dyt", 10, (1, 28, 28), "small").eval()
+    df = op_time_breakdown(m, torch.randn(batch, 1, 28, 28), repeats=2)
+    wrappers = {"aten::conv2d", "aten::convolution", "aten::_convolution", "aten::thnn_conv2d", "aten::linear"}
+    kernels = df[df.op.str.contains("conv") & ~df.op.isin(wrappers)]
+    assert len(kernels), f"no convolution kernel in the profile: {list(df.op)}"
+    assert kernels.matrix.all(), f"convolution kernels not counted as matrix ops: {list(kernels.op[~kernels.matrix])}"
+    assert not df[df.op.isin(wrappers)].matrix.any(), "dispatch wrappers are a fixed per-call cost, not matrix work"
+    assert not df[df.op.isin(["aten::tanh", "aten::max_pool2d_with_indices"])].matrix.any()
+
+
 def test_accuracy_on_tensors_equals_accuracy_on_a_loader():
     bundle = get_data("digits", batch_size=64)
     m = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))

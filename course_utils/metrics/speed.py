@@ -116,10 +116,17 @@ def benchmark(candidates: Mapping[str, Candidate], example_shape: Sequence[int] 
 
 # ----------------------------------------------------------------------------------------- where time goes
 
-#: Operators whose work structured pruning shrinks (matrix multiplies, convolutions, attention).
-MATRIX_OPS = ("aten::addmm", "aten::mm", "aten::bmm", "aten::matmul", "aten::mkldnn_convolution",
-              "aten::convolution", "aten::_scaled_dot_product_flash_attention_for_cpu",
-              "aten::_scaled_dot_product_attention_math")
+#: Operators whose work structured pruning shrinks: the *kernels* that do the multiply-adds of matrix products,
+#: convolutions and attention. On the CPU PyTorch picks a convolution kernel per call: oneDNN
+#: (``aten::mkldnn_convolution``) for large inputs, but for small ones (a batch of 1, few channels) it often takes
+#: the "slow" im2col + GEMM path, ``aten::thnn_conv2d`` -> ``aten::_slow_conv2d_forward``, whose time must count
+#: too. Dispatch wrappers (``aten::conv2d``, ``aten::convolution``, ``aten::_convolution``, ``aten::thnn_conv2d``,
+#: ``aten::linear``, ``aten::matmul``) only route the call: their self time is a fixed per-call cost that pruning
+#: does not shrink, so they are not matrix ops.
+MATRIX_OPS = ("aten::addmm", "aten::mm", "aten::bmm", "aten::baddbmm", "aten::addbmm", "aten::_addmm_activation",
+              "aten::mkldnn_convolution", "aten::_slow_conv2d_forward", "aten::slow_conv_dilated2d",
+              "aten::_nnpack_spatial_convolution", "aten::mkldnn_linear",
+              "aten::_scaled_dot_product_flash_attention_for_cpu", "aten::_scaled_dot_product_attention_math")
 
 
 @contextmanager
