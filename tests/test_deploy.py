@@ -8,6 +8,7 @@ parity is judged on real predictions, not on near-tied random logits.
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -151,7 +152,7 @@ def test_compressed_models_deploy_like_dense_ones(vit, digits, tmp_path):
 def test_openvino_parity(vit, digits, tmp_path, precision):
     runner = D.deploy(vit, "openvino", precision, calibration=digits["calib"], workdir=tmp_path,
                       tolerance=None if precision == "fp32" else INT8_TEST_TOL)
-    assert "float32" in runner.info["inference_precision"], "fp32 means fp32, not the CPU's bf16 default"
+    assert runner.info["inference_precision"] == "f32", "fp32 means fp32, not the CPU's bf16 default"
     report = D.check_parity(runner, vit, digits["xt"], labels=digits["yt"], tolerance=D.TOLERANCES["fp32"]
                             if precision == "fp32" else INT8_TEST_TOL)
     assert report.ok
@@ -360,8 +361,216 @@ def test_bench_cli_prints_one_json_line(monkeypatch, capsys):
     from course_utils.deploy.__main__ import main
 
     assert main([]) == 2  # no --bench: help, nothing run
-    monkeypatch.setattr(bench, "run_bench", lambda **kw: {"openvino_int8_b1": 4.5, "smoke": kw["smoke"]})
+    def fake_run_bench(**kw):
+        print("No checkpoint at ...: training from scratch.")  # what get_baseline prints: not on stdout
+        return {"openvino_int8_b1": 4.5, "smoke": kw["smoke"]}
+
+    monkeypatch.setattr(bench, "run_bench", fake_run_bench)
     capsys.readouterr()
     assert main(["--bench", "--smoke"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 1 and json.loads(lines[0]) == {"openvino_int8_b1": 4.5, "smoke": True}
+
+
+# ------------------------------------------------------------------------------ what the ratios depend on
+
+INTEL_AMX = ("processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\n"
+             "flags\t\t: fpu sse4_2 avx fma f16c avx2 avx512f avx512bw avx512vl avx512_vnni avx512_bf16 amx_bf16 "
+             "amx_tile amx_int8 hypervisor\n\nprocessor\t: 1\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\n"
+             "flags\t\t: fpu sse4_2 avx avx2\n")
+AMD_AVX2 = "processor\t: 0\nmodel name\t: AMD EPYC 7B12\nflags\t\t: fpu sse4_2 avx fma f16c avx2 sse4a\n"
+ARM = "processor\t: 0\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd asimdhp asimddp i8mm bf16 sve\nCPU part\t: 0xd40\n"
+
+
+def test_machine_info_names_the_cpu_and_its_instruction_sets():
+    from course_utils.deploy.machine import describe_machine, int8_path, parse_cpuinfo
+
+    intel = D.machine_info(INTEL_AMX)
+    assert intel["cpu_model"] == "Intel(R) Xeon(R) Platinum 8480+"
+    assert intel["cpu_flags"] == ["sse4_2", "avx", "fma", "f16c", "avx2", "avx512f", "avx512bw", "avx512vl",
+                                  "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8"]
+    assert intel["int8_path"] == "AMX-INT8" and intel["hypervisor"] is True
+    amd = parse_cpuinfo(AMD_AVX2)
+    assert amd == {"cpu_model": "AMD EPYC 7B12", "cpu_flags": ["sse4_2", "avx", "fma", "f16c", "avx2"]}
+    assert int8_path(amd["cpu_flags"]) == "AVX2 (no VNNI)"
+    arm = parse_cpuinfo(ARM)
+    assert {"asimddp", "i8mm", "sve"} <= set(arm["cpu_flags"]) and int8_path(arm["cpu_flags"]) == "Arm I8MM"
+    assert arm["cpu_model"]  # no model name line: the platform's name, never empty
+    assert int8_path([]).startswith("none")
+    for key in ("cpus_usable", "cpus_online", "threads_per_core", "torch_cpu_capability", "thread_env", "versions"):
+        assert key in intel
+    assert set(intel["versions"]) == {"torch", "onnxruntime", "openvino", "nncf", "executorch"}
+    json.dumps(intel)  # goes into the bench's JSON line as it is
+    line = describe_machine(intel)
+    assert line.startswith("Intel(R) Xeon(R) Platinum 8480+") and "AMX-INT8" in line and "amx_int8" in line
+    here = D.machine_info()  # this machine: whatever it is, the keys are there and the model is named
+    assert here["cpu_model"] and here["cpus_usable"] == D.bench_threads()
+
+
+def test_bench_threads_are_the_cores_this_process_may_use(monkeypatch):
+    import os
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 2, 5}, raising=False)
+    assert D.bench_threads() == 3
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    assert D.bench_threads() == 4
+
+
+def _tiny_onnx(path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["logits"])], "tiny",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [None, 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def _tiny_openvino(path):
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    x = ops.parameter([-1, 4], np.float32)
+    ov.save_model(ov.Model([ops.relu(x)], [x]), str(path), compress_to_fp16=False)
+    return path
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_every_runtime_reports_the_threads_it_was_given(tmp_path, threads):
+    """No export: a one-op ONNX graph and OpenVINO model, loaded the way deploy loads artifacts."""
+    from course_utils.deploy.bench import threads_mismatch
+    from course_utils.deploy.machine import runtime_settings
+    from course_utils.deploy.onnx_runtime import OnnxRuntimeRunner
+    from course_utils.deploy.openvino_nncf import OpenVinoRunner
+
+    ort = OnnxRuntimeRunner(_tiny_onnx(tmp_path / "m.onnx"), "fp32", threads)
+    ov = OpenVinoRunner(_tiny_openvino(tmp_path / "m.xml"), "fp32", threads, batch_sizes=(1, 3))
+    eager = D.eager_runner(nn.Linear(4, 4))
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = runtime_settings({"onnxruntime_fp32": ort, "openvino_fp32": ov, "pytorch_fp32": eager})
+    finally:
+        torch.set_num_threads(before)
+    assert got["threads_onnxruntime_fp32"] == threads and got["onnxruntime_fp32_inter_op_threads"] == 1
+    assert got["threads_openvino_fp32"] == threads and got["threads_pytorch_fp32"] == threads
+    assert got["openvino_fp32_precision"] == "f32" and got["openvino_fp32_hint"] == "LATENCY"
+    assert got["openvino_fp32_streams"] == 1 and isinstance(got["openvino_fp32_isa"], str)
+    assert ort.info["threads"] == threads and ov.info["threads"] == threads
+    json.dumps(got)
+    assert threads_mismatch(got, threads) == []
+    assert threads_mismatch({**got, "threads_executorch_int8": threads + 1}, threads) == ["executorch_int8"]
+    x = torch.randn(3, 4)
+    assert torch.equal(ort(x), x.relu()) and torch.equal(ov(x), x.relu())
+
+
+def test_executorch_threadpool_is_set_and_read_back():
+    before = D.executorch_threads()
+    try:
+        assert D.executorch_threads(1) == 1
+        assert D.executorch_threads() == 1
+    finally:
+        D.executorch_threads(before)
+
+
+def test_cpu_use_and_ratio_noise():
+    import pandas as pd
+
+    from course_utils.deploy.bench import ratio_noise
+    from course_utils.deploy.machine import CpuUse, load_average, quiet_machine
+
+    with CpuUse() as use:
+        end = time.perf_counter() + 0.2
+        while time.perf_counter() < end:
+            pass
+    got = use.result()
+    assert set(got) == {"cpu_own_cores", "cpu_others_share", "cpu_steal_share"}
+    assert 0 < got["cpu_own_cores"] <= 1.1  # one busy thread (less than a core when others compete)
+    if got["cpu_others_share"] is not None:  # Linux
+        assert 0 <= got["cpu_others_share"] <= 1 and 0 <= got["cpu_steal_share"] <= 1
+    assert quiet_machine({"cpu_others_share": 0.02, "cpu_steal_share": 0.0}) is True
+    assert quiet_machine({"cpu_others_share": 0.3, "cpu_steal_share": 0.0}) is False
+    assert quiet_machine({"cpu_others_share": None, "cpu_steal_share": None}) is None
+    assert len(load_average()) in (0, 3)
+    table = pd.DataFrame(index=["base", "fast"])
+    table.attrs.update(baseline="base", times={"base|1": [2.0] * 5, "fast|1": [1.0, 0.8, 1.0, 0.5, 2.0]})
+    # per-round ratios 2, 2.5, 2, 4, 1: quartiles 2 and 2.5 around a median of 2
+    assert ratio_noise(table, ["base", "fast"], (1,)) == {"noise_base_b1": 0.0, "noise_fast_b1": 0.25}
+
+
+# ------------------------------------------------------------------------------------- the edge pick rule
+
+def _candidates():
+    import pandas as pd
+
+    rows = [  # model, norm, technique, setting, accuracy, size_kb, ms_b1
+        ("vit:dense", "dyt", "pytorch", "fp32", 0.947, 900, 1.5),
+        ("vit:dense", "layernorm", "pytorch", "fp32", 0.943, 900, 1.6),
+        ("vit:dense", "dyt", "openvino", "int8", 0.948, 300, 0.3),
+        ("vit:student-kd", "dyt", "openvino", "int8", 0.941, 90, 0.2),     # within noise of 0.947: eligible
+        ("vit:student-kd", "layernorm", "executorch", "int8", 0.944, 75, 0.4),  # smallest within noise: the pick
+        ("vit:structured-50", "dyt", "onnxruntime", "int8_dynamic", 0.900, 40, 0.1),  # far below: dropped
+        ("vit:pipeline", "dyt", "pipeline", "5 + OpenVINO int8", 0.946, 80, 0.3),
+        ("vit:student-kd", "dyt", "onnxruntime", "int8_dynamic", 0.946, 80, 0.25),
+        ("vit:pipeline", "dyt", "pipeline", "4 + dynamic int8 (eager)", float("nan"), 10, 0.1),  # no accuracy
+    ]
+    df = pd.DataFrame(rows, columns=["model", "norm", "technique", "setting", "accuracy", "size_kb", "ms_b1"])
+    df["name"] = df.model.str[4:] + " " + df.norm + " · " + df.technique + " " + df.setting
+    return df
+
+
+def test_pick_edge_model_applies_one_rule():
+    cands = _candidates()
+    best = D.pick_edge_model(cands, 100, 1.0, n_test=1000)
+    # the LayerNorm student and the pipeline rows are candidates; the 40 kB model lost 4.7 points (beyond noise)
+    assert best["name"] == "student-kd layernorm · executorch int8"
+    assert best.size_kb == 75 and best.norm == "layernorm" and best.technique == "executorch"
+    # 0.3 ms leaves out the LayerNorm student: of the two 80 kB models the faster wins (the budget includes 0.3 ms)
+    assert D.pick_edge_model(cands, 100, 0.3, n_test=1000)["name"] == "student-kd dyt · onnxruntime int8_dynamic"
+    no_ort = cands[cands.technique != "onnxruntime"]  # the pipeline's last step is a candidate like any other
+    assert D.pick_edge_model(no_ort, 100, 0.3, n_test=1000)["name"] == "pipeline dyt · pipeline 5 + OpenVINO int8"
+    # with a tiny test set every accuracy is within noise: the 40 kB model is no longer excluded
+    assert D.pick_edge_model(cands, 100, 1.0, n_test=50)["name"] == "structured-50 dyt · onnxruntime int8_dynamic"
+    # the reference is the most accurate dense eager fp32 row (DyT's 0.947, not LayerNorm's 0.943)
+    ref, floor = D.accuracy_floor(cands, 1000)
+    assert ref == 0.947 and 0.92 < floor < 0.935
+    assert D.pick_edge_model(cands, 50, 1.0, n_test=1000) is None  # only the accuracy loser fits
+    assert D.pick_edge_model(cands, 1000, 0.05, n_test=1000) is None  # nothing is that fast
+    same = D.pick_edge_model(cands.sample(frac=1, random_state=0), 100, 1.0, n_test=1000)
+    assert same["name"] == best["name"]  # the order of the rows does not matter
+
+
+def test_pick_edge_model_rejects_bad_input():
+    cands = _candidates()
+    with pytest.raises(ValueError, match="lacks the column"):
+        D.pick_edge_model(cands.drop(columns="ms_b1"), 100, 1.0, n_test=1000)
+    with pytest.raises(ValueError, match="no dense eager fp32 row"):
+        D.pick_edge_model(cands[cands.technique != "pytorch"], 100, 1.0, n_test=1000)
+    with pytest.raises(ValueError, match="max_kb"):
+        D.pick_edge_model(cands, 0, 1.0, n_test=1000)
+    with pytest.raises(ValueError, match="n_test"):
+        D.pick_edge_model(cands, 100, 1.0, n_test=0)
+    with pytest.raises(ValueError, match="DataFrame"):
+        D.pick_edge_model(cands.to_dict(), 100, 1.0, n_test=1000)
+
+
+def test_edge_candidates_from_the_results_store():
+    import pandas as pd
+
+    tidy = []
+    for r in _candidates().itertuples():
+        for metric in ("accuracy", "size_kb", "ms_b1"):
+            tidy.append({"notebook": "06", "mode": "full", "dataset": "mnist_5k", "model": r.model, "norm": r.norm,
+                         "technique": r.technique, "setting": r.setting, "seed": 0, "metric": metric,
+                         "value": getattr(r, metric)})
+    tidy.append({**tidy[0], "notebook": "07", "value": 0.1})  # another notebook's row is ignored
+    wide = D.edge_candidates(pd.DataFrame(tidy).dropna(subset=["value"]))
+    assert len(wide) == len(_candidates())
+    assert set(wide.name) == set(_candidates().name)
+    assert D.pick_edge_model(wide, 100, 1.0, n_test=1000)["name"] == "student-kd layernorm · executorch int8"
+    with pytest.raises(ValueError, match="results store"):
+        D.edge_candidates(_candidates())

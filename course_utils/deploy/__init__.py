@@ -5,10 +5,13 @@ ExecuTorch (XNNPACK, fp32 and PT2E int8) and returns a :class:`Runner`: callable
 ``metrics.benchmark`` candidate), with ``predict``, its artifact ``path`` and ``size_bytes``. The eager references
 (``"pytorch"`` fp32 / int8_dynamic, ``"torch_compile"``) are runners too. ``deploy_many`` exports several models side
 by side; an artifact built from the same model and settings is reused. ``python -m course_utils.deploy --bench``
-times them all on the ViT-DyT baseline.
+times them all on the ViT-DyT baseline and records what the ratios depend on (:mod:`.machine`: the CPU, its
+instruction sets, the threads each runtime used, the load). ``pick_edge_model`` is the one rule for choosing the
+deployment to ship within a size and latency budget (notebooks 06 and 07).
 
 Modules: :mod:`.attention` (SDPA -> 3-D bmm rewrite), :mod:`.onnx_runtime`, :mod:`.openvino_nncf`,
-:mod:`.executorch_xnnpack`, :mod:`.runners`, :mod:`.parity`, :mod:`.api`, :mod:`.bench`.
+:mod:`.executorch_xnnpack`, :mod:`.runners`, :mod:`.parity`, :mod:`.api`, :mod:`.bench`, :mod:`.machine`,
+:mod:`.pick`.
 """
 
 from __future__ import annotations
@@ -17,11 +20,14 @@ from .api import NEEDS_CALIBRATION, RUNTIMES, TARGETS, build_artifact, check_tar
 from .attention import BmmAttention, attention_layers, export_friendly
 from .common import DeploymentError, calibration_batches, default_workdir
 from .executorch_xnnpack import executorch_threads, xnnpack_partitions
+from .machine import bench_threads, describe_machine, load_average, machine_info, runtime_settings
 from .parity import TOLERANCES, DeploymentMismatchError, ParityReport, Tolerance, check_parity
+from .pick import accuracy_floor, edge_candidates, pick_edge_model
 from .runners import Runner, TorchRunner, compiled_runner, eager_runner
 
 __all__ = ["BmmAttention", "DeploymentError", "DeploymentMismatchError", "NEEDS_CALIBRATION", "ParityReport",
-           "RUNTIMES", "Runner", "TARGETS", "TOLERANCES", "Tolerance", "TorchRunner", "attention_layers",
-           "build_artifact", "calibration_batches", "check_parity", "check_target", "compiled_runner",
-           "default_workdir", "deploy", "deploy_all", "deploy_many", "eager_runner", "executorch_threads",
-           "export_friendly", "xnnpack_partitions"]
+           "RUNTIMES", "Runner", "TARGETS", "TOLERANCES", "Tolerance", "TorchRunner", "accuracy_floor",
+           "attention_layers", "bench_threads", "build_artifact", "calibration_batches", "check_parity",
+           "check_target", "compiled_runner", "default_workdir", "deploy", "deploy_all", "deploy_many",
+           "describe_machine", "edge_candidates", "eager_runner", "executorch_threads", "export_friendly",
+           "load_average", "machine_info", "pick_edge_model", "runtime_settings", "xnnpack_partitions"]

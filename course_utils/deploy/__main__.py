@@ -1,9 +1,11 @@
 """``python -m course_utils.deploy --bench [--smoke]``: deploy the ViT-DyT baseline everywhere and print one JSON
-line of speedups, sizes and accuracy deltas (see :func:`course_utils.deploy.bench.run_bench`)."""
+line of speedups, sizes and accuracy deltas, with the CPU (model, instruction sets), the threads each runtime used,
+the load and the bars it was measured against (see :func:`course_utils.deploy.bench.run_bench`)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from collections.abc import Sequence
@@ -17,7 +19,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--min-run-time", type=float, default=None, help="seconds per measurement (default 0.1)")
     parser.add_argument("--workdir", default=None, help="artifact folder (default: checkpoints/deploy)")
     parser.add_argument("--threads", type=int, default=None,
-                        help="threads for every runtime (default: torch's current count)")
+                        help="threads for every runtime, the eager baseline included (default: the cores this "
+                             "process may use, len(os.sched_getaffinity(0)))")
     parser.add_argument("--workers", type=int, default=0,
                         help="exports side by side (default 0: one process per CPU core; 1: one at a time)")
     parser.add_argument("--reuse", action="store_true", help="load artifacts built earlier from the same model")
@@ -32,8 +35,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--workers must be >= 0 (0: one process per CPU core)")
     from .bench import run_bench
 
-    result = run_bench(smoke=args.smoke, rounds=args.rounds, min_run_time=args.min_run_time, workdir=args.workdir,
-                       threads=args.threads, workers=args.workers, reuse=args.reuse)
+    with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON line only (training notes go to stderr)
+        result = run_bench(smoke=args.smoke, rounds=args.rounds, min_run_time=args.min_run_time,
+                           workdir=args.workdir, threads=args.threads, workers=args.workers, reuse=args.reuse)
     print(json.dumps(result), flush=True)
     return 0
 

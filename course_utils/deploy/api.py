@@ -59,7 +59,7 @@ def check_target(runtime: str, precision: str) -> None:
 
 
 #: Bump when the artifact layout changes: older folders are then rebuilt, never misread.
-ARTIFACT_FORMAT = 1
+ARTIFACT_FORMAT = 2  # 2: ExecuTorch manifests record seconds_quantize / seconds_lower
 MANIFEST = "manifest.json"
 
 
@@ -198,8 +198,9 @@ def deploy(model: nn.Module, runtime: str, precision: str = "fp32", *, calibrati
     - ``threads``: intra-op threads of ONNX Runtime and OpenVINO (default: ``torch.get_num_threads()``, as eager;
       ExecuTorch's XNNPACK threadpool is process-wide: set it with ``executorch_threads(n)``).
     - ``reuse``: an artifact folder built from the same weights, settings, calibration images and library versions
-      (its ``manifest.json`` says) is loaded instead of exported again: an ExecuTorch int8 lowering takes most of a
-      minute here. ``reuse=False`` always exports.
+      (its ``manifest.json`` says) is loaded instead of exported again: an ExecuTorch int8 lowering is the slowest
+      export (its runner's ``info["seconds_quantize"]`` and ``info["seconds_lower"]`` say how slow, as measured when
+      it was built). ``reuse=False`` always exports.
 
     ``model`` itself is put in eval mode on the CPU; everything exported is a copy.
     """

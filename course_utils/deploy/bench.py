@@ -3,21 +3,35 @@
 All runners go into one ``metrics.benchmark`` call (interleaved rounds, medians, speedups paired within a round),
 because batch-1 latency on a shared 2-core machine is bimodal: only many short interleaved rounds give a stable
 median. The result is one flat dict (printed as one JSON line by ``python -m course_utils.deploy --bench``).
+
+The ratios are properties of the machine as much as of the runtimes (see :mod:`.machine`): the line therefore
+records the CPU model and instruction sets, the threads every runner used (read back from its runtime), OpenVINO's
+precision and performance hint, the load average before and after, and the share of the CPU other processes and
+the hypervisor took while timing; the bars name the CPU they were met (or missed) on.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from .. import parallel
 from ..metrics import benchmark, size_on_disk
 from .api import TARGETS, deploy_many
 from .executorch_xnnpack import executorch_threads, xnnpack_partitions
+from .machine import (
+    CpuUse,
+    bench_threads,
+    describe_machine,
+    load_average,
+    machine_info,
+    quiet_machine,
+    runtime_settings,
+)
 from .parity import Tolerance
 from .runners import Runner
 
@@ -37,6 +51,26 @@ def _best_int8(speed: dict[str, float], names: list[str]) -> str:
                                         speed[f"{n}_b64"] / BARS["speedup_b64"]))
 
 
+def threads_mismatch(settings: dict[str, Any], threads: int) -> list[str]:
+    """The runners whose read-back thread count (``threads_<name>`` in ``settings``) is not ``threads``."""
+    return sorted(k[len("threads_"):] for k, v in settings.items()
+                  if k.startswith("threads_") and not k.endswith("_at_compile") and v != threads)
+
+
+def ratio_noise(table: Any, names: list[str], batch_sizes: tuple[int, ...]) -> dict[str, float]:
+    """``noise_<name>_b<bs>``: the inter-quartile range of the per-round speedups over their median (0.1 = the
+    middle half of the rounds spans 10% of the ratio). Two runs that differ by much more than this differ for a
+    reason (the machine, the load), not by chance."""
+    times, base = table.attrs["times"], table.attrs["baseline"]
+    out = {}
+    for name in names:
+        for bs in batch_sizes:
+            ratio = np.asarray(times[f"{base}|{bs}"]) / np.asarray(times[f"{name}|{bs}"])
+            q1, med, q3 = np.percentile(ratio, [25, 50, 75])
+            out[f"noise_{name}_b{bs}"] = round(float((q3 - q1) / med), 3) if med > 0 else float("nan")
+    return out
+
+
 def run_bench(smoke: bool = False, rounds: int | None = None, min_run_time: float | None = None,
               workdir: Path | None = None, seed: int = 0, threads: int | None = None,
               compile_backend: str = "inductor", workers: int = 0, reuse: bool = False) -> dict[str, Any]:
@@ -45,18 +79,25 @@ def run_bench(smoke: bool = False, rounds: int | None = None, min_run_time: floa
     The exports run ``workers`` at a time (``deploy_many``; 0 = one per core) and, unless ``reuse``, from scratch, so
     ``seconds_build`` is the real cost of exporting; the timing itself runs alone, after the workers have stopped.
 
-    Every runtime gets the same ``threads`` (default: torch's current count): PyTorch's intra-op pool, ONNX Runtime
-    and OpenVINO sessions, and ExecuTorch's XNNPACK threadpool. Returns flat keys: ``<runtime>_<precision>_b<bs>``
-    speedups vs eager fp32, ``size_<name>`` (size on disk / fp32 state dict), ``acc_delta_<name>`` (accuracy points
-    vs eager fp32), ``ms_<name>_b<bs>``, XNNPACK partitions before/after the attention rewrite, the best int8
-    deployment and which bars it meets.
+    Every runtime gets the same ``threads`` (default :func:`~.machine.bench_threads`: the cores this process may
+    use): PyTorch's intra-op pool (the eager baseline included), ONNX Runtime's intra-op threads, OpenVINO's
+    ``INFERENCE_NUM_THREADS`` (with ``INFERENCE_PRECISION_HINT=f32`` and ``PERFORMANCE_HINT=LATENCY``) and
+    ExecuTorch's XNNPACK threadpool. Returns flat keys: the machine (:func:`~.machine.machine_info`), ``threads_<name>``
+    and OpenVINO's ``<name>_precision``/``_hint``/``_streams``/``_isa`` as each runtime reports them,
+    ``threads_mismatch`` (runners that did not get ``threads``), ``load_avg_start``/``_before_timing``/``_after``
+    (1, 5, 15 min), ``cpu_others_share``/``cpu_steal_share`` while timing and ``quiet_machine``;
+    ``<runtime>_<precision>_b<bs>`` speedups vs eager fp32, ``size_<name>`` (size on disk / fp32 state dict),
+    ``acc_delta_<name>`` (accuracy points vs eager fp32), ``ms_<name>_b<bs>``, XNNPACK partitions before/after the
+    attention rewrite, the best int8 deployment, which bars it meets and ``bars_measured_on`` (the CPU).
     """
     from ..baselines import get_baseline
     from ..data import get_data, stack_loader
 
     started = time.time()
+    load_start = load_average()  # other processes, before this one adds its own exports
+    machine = machine_info()
     before = torch.get_num_threads()
-    threads = threads or before
+    threads = threads or bench_threads()
     torch.set_num_threads(threads)
     executorch_threads(threads)
     try:
@@ -81,14 +122,22 @@ def run_bench(smoke: bool = False, rounds: int | None = None, min_run_time: floa
         rounds = rounds or (3 if smoke else 21)
         min_run_time = min_run_time or (0.02 if smoke else 0.1)
         inputs = {bs: x_test[:bs].contiguous() for bs in BATCH_SIZES}
-        table = benchmark(runners, inputs=inputs, rounds=rounds, min_run_time=min_run_time,
-                          baseline="pytorch_fp32", num_threads=threads)
+        load_before = load_average()  # includes the decaying load of this process's own exports
+        with CpuUse() as use:
+            table = benchmark(runners, inputs=inputs, rounds=rounds, min_run_time=min_run_time,
+                              baseline="pytorch_fp32", num_threads=threads)
+        load_after = load_average()
+        settings = runtime_settings(runners)  # read back while torch still has ``threads``
     finally:
         torch.set_num_threads(before)
 
     fp32_bytes = size_on_disk(model)
+    timing = use.result()
     out: dict[str, Any] = {"bench": "deploy", "model": "vit-small-dyt", "smoke": smoke, "rounds": rounds,
-                           "threads": threads, "load_avg_1min": round(os.getloadavg()[0], 2),
+                           "min_run_time": min_run_time, **machine, "threads": threads, **settings,
+                           "threads_mismatch": threads_mismatch(settings, threads),
+                           "load_avg_start": load_start, "load_avg_before_timing": load_before,
+                           "load_avg_after": load_after, **timing, "quiet_machine": quiet_machine(timing),
                            "fp32_state_dict_kb": round(fp32_bytes / 1024, 1),
                            "fp32_accuracy": round(runners["pytorch_fp32"].parity.accuracy, 4)}
     for name in runners:
@@ -100,6 +149,7 @@ def run_bench(smoke: bool = False, rounds: int | None = None, min_run_time: floa
     for name in runners:
         for bs in BATCH_SIZES:
             out[f"ms_{name}_b{bs}"] = round(float(table.loc[name, f"ms_b{bs}"]), 3)
+    out.update(ratio_noise(table, list(runners), BATCH_SIZES))
     out["partitions_sdpa"] = sdpa["partitions"]
     out["partitions_bmm"] = runners["executorch_fp32"].info["partitions"]
     out["partitions_bmm_int8"] = runners["executorch_int8"].info["partitions"]
@@ -107,6 +157,7 @@ def run_bench(smoke: bool = False, rounds: int | None = None, min_run_time: floa
     int8 = [n for n, r in runners.items() if r.precision.startswith("int8") and r.runtime != "pytorch"]
     best = _best_int8(out, int8)
     out["best_int8"] = best
+    out["bars_measured_on"] = f"{describe_machine(machine)}, {threads} threads"
     out["bar_b1_4x"] = out[f"{best}_b1"] >= BARS["speedup_b1"]
     out["bar_b64_3x"] = out[f"{best}_b64"] >= BARS["speedup_b64"]
     out["bar_size_0.70"] = out[f"size_{best}"] <= BARS["size_ratio"]

@@ -7,6 +7,7 @@ kernels between *partitions*; the partition count is the number to watch (SDPA a
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -123,6 +124,11 @@ class ExecuTorchRunner(Runner):
     def batch_sizes(self) -> tuple[int, ...]:
         return tuple(self.methods)
 
+    def settings(self) -> dict[str, Any]:
+        """``threads``: the size of ExecuTorch's XNNPACK threadpool now (process-wide, shared by every program;
+        set it with :func:`executorch_threads`)."""
+        return {"threads": executorch_threads()}
+
     def _run_torch(self, x: torch.Tensor) -> torch.Tensor:
         return self.methods[len(x)].execute([x.float().contiguous()])[0]
 
@@ -136,17 +142,26 @@ class ExecuTorchRunner(Runner):
 def build_executorch(model: nn.Module, precision: str, example_shape: Sequence[int], folder: Path,
                      calibration: Sequence[torch.Tensor] | None,
                      batch_sizes: Sequence[int]) -> tuple[dict[int, Path], dict[str, Any]]:
-    """Lower ``model`` (export-ready copy) for every batch size and write ``model_b{bs}.pte`` files in ``folder``."""
+    """Lower ``model`` (export-ready copy) for every batch size and write ``model_b{bs}.pte`` files in ``folder``.
+
+    The info holds the :func:`partition_report` of the first program and what the build cost: ``seconds_quantize``
+    (PT2E, int8 only) and ``seconds_lower`` (``{batch size: seconds}`` for export + lowering + serialization)."""
+    info: dict[str, Any] = {}
     if precision == "int8":
+        start = time.perf_counter()
         model = quantize_pt2e(model, example_shape, calibration or [])
-    files, info = {}, {}
+        info["seconds_quantize"] = round(time.perf_counter() - start, 1)
+    files, lowered = {}, {}
     for bs in batch_sizes:
+        start = time.perf_counter()
         edge = lower(model, example_shape, bs)
-        if not info:
-            info = partition_report(edge)
+        if "partitions" not in info:
+            info.update(partition_report(edge))
         with failing_as(f"ExecuTorch serialization (batch {bs})"):
             program = edge.to_executorch()
             path = folder / f"model_b{bs}.pte"
             path.write_bytes(program.buffer)
         files[bs] = path
+        lowered[str(bs)] = round(time.perf_counter() - start, 1)
+    info["seconds_lower"] = lowered
     return files, info

@@ -161,6 +161,12 @@ class OnnxRuntimeRunner(Runner):
         except Exception as e:  # an artifact ORT cannot load is a failed deployment
             raise DeploymentError(f"onnxruntime could not load {path.name}: {e}") from e
         self._input = self.session.get_inputs()[0].name
+        self.info["threads"] = self.settings()["threads"]
+
+    def settings(self) -> dict[str, Any]:
+        """The session's own options, read back: ``threads`` (intra-op) and ``inter_op_threads``."""
+        opts = self.session.get_session_options()
+        return {"threads": int(opts.intra_op_num_threads), "inter_op_threads": int(opts.inter_op_num_threads)}
 
     def _run_numpy(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self._input: x})[0]

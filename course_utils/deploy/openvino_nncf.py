@@ -44,12 +44,32 @@ def quantize(ov_model: Any, calibration: Sequence[torch.Tensor]) -> Any:
         return nncf.quantize(ov_model, nncf.Dataset(items), subset_size=len(items), **kwargs)
 
 
+#: How every OpenVINO model is compiled (``INFERENCE_NUM_THREADS`` is added per runner).
+CONFIG = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+
+
+def _plain(value: Any, key: str) -> Any:
+    """A property value as JSON: ints and bools stay, an element type becomes its short name (``f32``), an enum its
+    name (``LATENCY``), and the ISA is cut out of ``RUNTIME_REQUIREMENTS`` (``"...;isa=Intel AVX-512 ..."``)."""
+    if isinstance(value, (bool, int)):
+        return value
+    if hasattr(value, "to_string"):  # openvino.Type
+        return value.to_string()
+    text = str(getattr(value, "name", None) or value)
+    if key == "isa":
+        text = next((p[4:] for p in text.split(";") if p.startswith("isa=")), text)
+    return text
+
+
 class OpenVinoRunner(Runner):
     """A compiled OpenVINO model on the CPU: a real fp32 hint, ``threads`` threads, one infer request per shape.
 
     The IR keeps a dynamic batch, but a dynamic shape costs shape inference and kernel selection on every call
     (measured ~0.1 ms, a third of a batch-1 inference), so each of ``batch_sizes`` also gets its own static
-    compiled copy; other sizes use the dynamic one.
+    compiled copy; other sizes use the dynamic one. Every copy is compiled with :data:`CONFIG`: the precision is
+    pinned to f32 (an int8 IR still runs its quantized ops in int8; only the rest stays f32 instead of bf16),
+    the threads are ``threads`` and the hint is LATENCY (one stream: one inference uses all the threads, like
+    the eager reference and the other runtimes); :meth:`settings` reads back what OpenVINO chose.
     """
 
     def __init__(self, xml: Path, precision: str, threads: int, batch_sizes: Sequence[int] = (),
@@ -57,19 +77,45 @@ class OpenVinoRunner(Runner):
         import openvino as ov
 
         super().__init__("openvino", precision, xml, folder_size(xml) + folder_size(xml.with_suffix(".bin")), info)
-        config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
+        config = {**CONFIG, "INFERENCE_NUM_THREADS": int(threads)}
         core = ov.Core()
         try:
             self.compiled = core.compile_model(str(xml), "CPU", config)
+            self._compiled: dict[int | None, Any] = {None: self.compiled}
             self.requests: dict[int | None, Any] = {None: self.compiled.create_infer_request()}
             for bs in batch_sizes:
                 model = core.read_model(str(xml))
                 model.reshape([bs, *model.input(0).get_partial_shape()[1:].to_shape()])
-                self.requests[bs] = core.compile_model(model, "CPU", config).create_infer_request()
+                self._compiled[bs] = core.compile_model(model, "CPU", config)
+                self.requests[bs] = self._compiled[bs].create_infer_request()
         except Exception as e:  # an artifact OpenVINO cannot compile is a failed deployment
             raise DeploymentError(f"OpenVINO could not compile {xml.name}: {e}") from e
-        self.info["inference_precision"] = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
-        self.info["threads"] = int(self.compiled.get_property("INFERENCE_NUM_THREADS"))
+        chosen = self.settings()
+        self.info["inference_precision"] = chosen["precision"]
+        self.info["threads"] = chosen["threads"]
+
+    def settings(self) -> dict[str, Any]:
+        """Read back from every compiled copy: ``threads`` (``INFERENCE_NUM_THREADS``), ``precision``
+        (``INFERENCE_PRECISION_HINT``), ``hint`` (``PERFORMANCE_HINT``), ``streams`` (``NUM_STREAMS``), ``pinning``
+        (``ENABLE_CPU_PINNING``) and ``isa`` (the kernels' instruction set, from ``RUNTIME_REQUIREMENTS``). A value
+        that differs between the copies is given as ``"a/b"``."""
+        props = {"threads": "INFERENCE_NUM_THREADS", "precision": "INFERENCE_PRECISION_HINT",
+                 "hint": "PERFORMANCE_HINT", "streams": "NUM_STREAMS", "pinning": "ENABLE_CPU_PINNING",
+                 "isa": "RUNTIME_REQUIREMENTS"}
+        out: dict[str, Any] = {}
+        for key, prop in props.items():
+            seen = []
+            for compiled in self._compiled.values():
+                try:
+                    value = compiled.get_property(prop)
+                except Exception:  # a property this OpenVINO version does not have
+                    continue
+                value = _plain(value, key)
+                if value not in seen:
+                    seen.append(value)
+            if seen:
+                out[key] = seen[0] if len(seen) == 1 else "/".join(map(str, seen))
+        return out
 
     def _run_numpy(self, x: np.ndarray) -> np.ndarray:
         request = self.requests.get(len(x))

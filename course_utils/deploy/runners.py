@@ -74,6 +74,11 @@ class Runner:
                 out.append(self._run_numpy(chunk))
         return np.concatenate(out)
 
+    def settings(self) -> dict[str, Any]:
+        """What this runner runs with, read back from its runtime: at least ``threads`` (the intra-op threads of
+        one inference). A benchmark records these next to its ratios."""
+        return {}
+
     def describe(self) -> dict[str, Any]:
         """One table row: name, size (kB), artifact file, runtime facts and parity numbers."""
         row: dict[str, Any] = {"name": self.name, "runtime": self.runtime, "precision": self.precision,
@@ -99,6 +104,15 @@ class TorchRunner(Runner):
     def _run_torch(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             return self.module(x.float()).float()
+
+    def settings(self) -> dict[str, Any]:
+        """Eager PyTorch uses the process's intra-op pool: ``torch.get_num_threads()`` now (``metrics.benchmark``
+        sets it to its ``num_threads`` while timing). A compiled runner's OpenMP loops keep the count they were
+        compiled with (``threads_at_compile``)."""
+        out: dict[str, Any] = {"threads": torch.get_num_threads()}
+        if "threads_at_compile" in self.info:
+            out["threads_at_compile"] = self.info["threads_at_compile"]
+        return out
 
 
 def eager_runner(model: nn.Module, precision: str = "fp32") -> TorchRunner:
@@ -140,6 +154,7 @@ def compiled_runner(model: nn.Module, example_shape: Sequence[int], batch_sizes:
         raise DeploymentMismatchError(f"torch.compile ({backend}) output differs from its own model by {worst:.2e} "
                                       f"> {atol:g}: a stale compiled graph? (reset with torch.compiler.reset())")
     runner = TorchRunner(compiled, "torch_compile", "fp32", size_on_disk(fresh),
-                         info={"backend": backend, "max_abs_diff_at_build": worst})
+                         info={"backend": backend, "max_abs_diff_at_build": worst,
+                               "threads_at_compile": torch.get_num_threads()})
     runner.fixed_batch_sizes = sizes  # other sizes would recompile (dynamic=False); predict pads instead
     return runner
