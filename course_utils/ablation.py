@@ -9,8 +9,10 @@ zero and an unadjusted p < 0.05 always agree.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,6 +41,43 @@ def load_reference(path: os.PathLike | str, mode: str, dataset: str) -> pd.DataF
     """The reference store's rows for ``mode`` and ``dataset`` (wide; empty when it has none, or no file)."""
     rows = [r for r in load_rows(path) if r.get("mode") == mode and r.get("dataset") == dataset]
     return wide(rows, "reference")
+
+
+def provenance(store: os.PathLike | str) -> dict[str, Any]:
+    """The provenance written beside a reference store by the sweep (command, commit, date, machine, wall time);
+    empty when there is none."""
+    path = Path(store)
+    path = path.with_name(path.stem + ".provenance.json")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def cpu_model() -> str:
+    """This machine's CPU model, as the sweep records it in a reference's provenance."""
+    from .deploy.machine import parse_cpuinfo
+
+    try:
+        return parse_cpuinfo(Path("/proc/cpuinfo").read_text())["cpu_model"]
+    except OSError:
+        return parse_cpuinfo("")["cpu_model"]
+
+
+def reproduction_note(prov: Mapping[str, Any]) -> str:
+    """Why this run's numbers for a seed can differ from the reference's: training is deterministic for a given CPU,
+    thread count and library version, but the floating-point kernels PyTorch picks differ between CPUs (vector
+    width, fused multiply-add order), and a few ULPs early in training become a different model after some epochs:
+    on another CPU a seed behaves like a new seed, so the comparison over seeds, not the single rows, is what
+    carries over."""
+    machine = prov.get("machine", {}) if prov else {}
+    ref_cpu, here = machine.get("cpu", "unknown"), cpu_model()
+    if ref_cpu != here:
+        return (f"The reference was trained on another CPU ({ref_cpu}; this one: {here}): floating-point kernels "
+                "differ between CPUs, so the same seed trains a slightly different model; the reference's rows are "
+                "used for the seeds it has.")
+    return ("Same CPU model as the reference: check the torch version and the threads per training against its "
+            "provenance; the reference's rows are used for the seeds it has.")
 
 
 def combine(own: pd.DataFrame, reference: pd.DataFrame) -> tuple[pd.DataFrame, float]:

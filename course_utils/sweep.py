@@ -163,8 +163,9 @@ def _provenance(argv: Sequence[str], backend: str, workers: int, wall: float, se
         except (OSError, subprocess.SubprocessError):
             return ""
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    from .ablation import cpu_model
+
+    cpu = cpu_model()
     return {"command": "python -m course_utils.sweep " + " ".join(argv), "commit": git("rev-parse", "HEAD"),
             "uncommitted_package_files": git("status", "--porcelain", "--", "course_utils").splitlines(),
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "torch": torch.__version__,
