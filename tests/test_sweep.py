@@ -50,6 +50,8 @@ def test_local_cluster_records_the_same_rows_as_the_process_pool(pool_rows, tmp_
     assert len(rows) == len(pool_rows) == 2 * 2 * 3 * 2 + 2
     assert sum(dict(r)["metric"] == "learned_alpha" for r in rows) == 2
     assert rows == pool_rows
+    fixed = backend.client.run(getattr, parallel, "_MALLOC_FIXED")
+    assert all(fixed.values()), "Dask's MALLOC_TRIM_THRESHOLD_ (2x slower training) was not undone in the workers"
     # a rerun finds every row recorded and runs nothing
     assert sweep.sweep(**SMALL, store=tmp_path / "rows.json")["tasks_run"] == 0
 
