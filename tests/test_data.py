@@ -150,3 +150,21 @@ def test_evaluating_does_not_advance_the_global_rng():
     for _ in bundle.test_loader:
         pass
     assert torch.equal(torch.rand(1), expected)
+
+
+def test_the_same_seed_gives_the_same_tensors_whatever_the_thread_count():
+    """A notebook kernel (two threads) and a worker (one) must standardize the data to the same bits."""
+    import torch
+
+    from course_utils.data import get_data
+
+    before = torch.get_num_threads()
+    try:
+        tensors = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            bundle = get_data("mnist_5k", 64, seed=0)
+            tensors.append(bundle.train_loader.dataset.tensors[0])
+        assert torch.equal(*tensors), "the standardization depends on torch's thread count"
+    finally:
+        torch.set_num_threads(before)
