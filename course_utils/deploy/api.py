@@ -29,6 +29,7 @@ from .common import (
     default_workdir,
     model_tag,
 )
+from .machine import library_versions
 from .parity import DeploymentMismatchError, Tolerance, check_parity
 from .runners import Runner, compiled_runner, eager_runner
 
@@ -65,17 +66,9 @@ MANIFEST = "manifest.json"
 
 def _versions(runtime: str) -> dict[str, str]:
     """The library versions an artifact depends on (a different version rebuilds it)."""
-    from importlib import metadata
-
     names = {"onnxruntime": ("onnx", "onnxruntime"), "openvino": ("openvino", "nncf"),
              "executorch": ("executorch", "torchao")}[runtime]
-    out = {"torch": torch.__version__}
-    for n in names:
-        try:
-            out[n] = metadata.version(n)
-        except metadata.PackageNotFoundError:
-            out[n] = "missing"
-    return out
+    return {"torch": torch.__version__, **library_versions(names)}
 
 
 def _key(ready: nn.Module, runtime: str, precision: str, shape: tuple[int, int, int],

@@ -81,11 +81,12 @@ def _threads_per_core() -> int | None:
     return count
 
 
-def _versions() -> dict[str, str]:
+def library_versions(names: tuple[str, ...] = LIBRARIES) -> dict[str, str]:
+    """``{package: installed version or "missing"}``: what a ratio (or a cached artifact) depends on."""
     from importlib import metadata
 
     out = {}
-    for name in LIBRARIES:
+    for name in names:
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -119,7 +120,7 @@ def machine_info(cpuinfo: str | None = None) -> dict[str, Any]:
     return {**info, "int8_path": int8_path(info["cpu_flags"]), "cpus_usable": bench_threads(),
             "cpus_online": os.cpu_count() or 1, "threads_per_core": _threads_per_core(),
             "hypervisor": "hypervisor" in raw_flags, "torch_cpu_capability": capability, "thread_env": env,
-            "versions": _versions()}
+            "versions": library_versions()}
 
 
 def describe_machine(info: Mapping[str, Any]) -> str:
