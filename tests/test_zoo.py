@@ -85,3 +85,35 @@ def test_get_variants_trains_side_by_side_like_get_variant(tmp_path, monkeypatch
         zoo.get_variants([{"recipe": "dense", "epochs": 3}])
     with pytest.raises(ValueError, match="specs="):
         zoo.get_variants("dense")
+
+
+def test_every_quantizer_and_runtime_calibrates_on_one_stratified_sample(monkeypatch):
+    """The zoo's quantizers, notebook 06's runtimes and the bench all calibrate on the same class-balanced images."""
+    from course_utils.data import get_data
+    from course_utils.deploy import bench
+
+    bundle = get_data("mnist_5k", batch_size=64)
+    x, y = zoo.calibration_set(bundle)
+    counts = torch.bincount(y, minlength=10)
+    assert len(x) == zoo.CALIBRATION_IMAGES and counts.max() - counts.min() <= 1, counts.tolist()
+    for n in (64, 128, 256):  # every prefix the course takes (sensitivities, 06's 256) is balanced too
+        c = torch.bincount(y[:n], minlength=10)
+        assert c.min() > 0 and c.max() - c.min() <= 1
+    assert torch.equal(zoo.calibration_images(bundle, 256), x[:256])
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def capture(jobs, **_):
+        seen["calibration"] = [j["calibration"] for j in jobs if j["calibration"] is not None]
+        raise Stop
+
+    monkeypatch.setattr(bench, "get_baseline", lambda *a, **k: (torch.nn.Linear(1, 1), None))
+    monkeypatch.setattr(bench.parallel, "submit", lambda *a, **k: None)
+    monkeypatch.setattr(bench, "deploy_many", capture)
+    with pytest.raises(Stop):
+        bench.run_bench()
+    assert seen["calibration"] and all(torch.equal(c, zoo.calibration_images(bundle, bench.CALIBRATION))
+                                       for c in seen["calibration"])

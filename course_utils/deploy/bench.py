@@ -20,7 +20,10 @@ import numpy as np
 import torch
 
 from .. import parallel
+from ..baselines import get_baseline
+from ..data import get_data, stack_loader, stratified_sample
 from ..metrics import benchmark, size_on_disk
+from ..zoo import calibration_images
 from .api import TARGETS, deploy_many
 from .executorch_xnnpack import executorch_threads, xnnpack_partitions
 from .machine import (
@@ -39,6 +42,8 @@ from .runners import Runner
 BARS = {"speedup_b1": 4.0, "speedup_b64": 3.0, "size_ratio": 0.70, "accuracy_drop_points": 0.5,
         "executorch_int8_b64": 2.0}
 BATCH_SIZES = (1, 64)
+#: Calibration images of every int8 target: notebook 06 uses the same number, so both calibrate on the same images.
+CALIBRATION = 256
 #: Parity on the test set: int8 may lose at most 2 points and must agree on 95% of the digits. A smoke baseline
 #: (1 epoch) has nearly tied logits, so there int8 only has to point the same way.
 INT8_TOLERANCE = Tolerance(min_cosine=0.99, min_agreement=0.95, max_accuracy_drop=0.02)
@@ -90,8 +95,6 @@ def run_bench(smoke: bool = False, rounds: int | None = None, min_run_time: floa
     ``acc_delta_<name>`` (accuracy points vs eager fp32), ``ms_<name>_b<bs>``, XNNPACK partitions before/after the
     attention rewrite, the best int8 deployment, which bars it meets and ``bars_measured_on`` (the CPU).
     """
-    from ..baselines import get_baseline
-    from ..data import get_data, stack_loader
 
     started = time.time()
     load_start = load_average()  # other processes, before this one adds its own exports
@@ -104,7 +107,7 @@ def run_bench(smoke: bool = False, rounds: int | None = None, min_run_time: floa
         bundle = get_data("mnist_5k", batch_size=64, smoke=smoke, seed=seed)
         model, _ = get_baseline("vit", "dyt", dataset="mnist_5k", smoke=smoke, seed=seed, progress=False)
         model = model.cpu().eval()
-        calibration, _ = stack_loader(bundle.train_loader, 256)
+        calibration = calibration_images(bundle, CALIBRATION)  # the same images as notebook 06's
         x_test, y_test = stack_loader(bundle.test_loader)
         shape = tuple(bundle.info.input_shape)
         test_set = [(x_test, y_test)]  # parity and accuracy on the labelled test set (raises on a real mismatch)
@@ -121,7 +124,7 @@ def run_bench(smoke: bool = False, rounds: int | None = None, min_run_time: floa
         built = time.time() - started
         rounds = rounds or (3 if smoke else 21)
         min_run_time = min_run_time or (0.02 if smoke else 0.1)
-        inputs = {bs: x_test[:bs].contiguous() for bs in BATCH_SIZES}
+        inputs = {bs: stratified_sample(bundle.test_loader, bs)[0].contiguous() for bs in BATCH_SIZES}
         load_before = load_average()  # includes the decaying load of this process's own exports
         with CpuUse() as use:
             table = benchmark(runners, inputs=inputs, rounds=rounds, min_run_time=min_run_time,
