@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .modules import effective_weight, of_type, replace_modules
+from .norms import make_norm, norm_layer_types, norms_for
+from .norms.dyt import DynamicTanh
 
-NORMS_VIT = ("layernorm", "dyt", "identity")
-NORMS_CNN = ("batchnorm", "dyt", "identity")
 MODEL_NAMES = ("vit", "cnn")
 
 #: ViT size presets (embedding dim, depth, heads, MLP ratio); teachers and students use these.
@@ -53,36 +53,6 @@ def _check_input(x: torch.Tensor, channels: int, size: int | None = None) -> Non
         raise ValueError(f"input of shape {tuple(x.shape)} does not fit this model; it expects {want}")
 
 
-class DynamicTanh(nn.Module):
-    """DyT: ``weight * tanh(alpha * x) + bias``, a drop-in replacement for LayerNorm/BatchNorm.
-
-    ``alpha`` is one learnable scalar; ``weight``/``bias`` have shape ``normalized_shape``.
-    With ``channels_last=False`` the input is NCHW and weight/bias broadcast over H and W.
-    """
-
-    def __init__(self, normalized_shape: int | Sequence[int], channels_last: bool = True,
-                 alpha_init_value: float = 0.5) -> None:
-        super().__init__()
-        if isinstance(normalized_shape, int):
-            normalized_shape = (normalized_shape,)
-        self.normalized_shape = tuple(int(s) for s in normalized_shape)
-        self.channels_last = channels_last
-        self.alpha_init_value = alpha_init_value
-        self.alpha = nn.Parameter(torch.ones(1) * alpha_init_value)
-        self.weight = nn.Parameter(torch.ones(self.normalized_shape))
-        self.bias = nn.Parameter(torch.zeros(self.normalized_shape))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.tanh(self.alpha * x)
-        if self.channels_last:
-            return x * self.weight + self.bias
-        return x * self.weight[:, None, None] + self.bias[:, None, None]
-
-    def extra_repr(self) -> str:
-        return (f"normalized_shape={self.normalized_shape}, alpha_init_value={self.alpha_init_value}, "
-                f"channels_last={self.channels_last}")
-
-
 def convert_norm_to_dyt(module: nn.Module, convert_batchnorm: bool = False,
                         alpha_init_value: float = 0.5) -> nn.Module:
     """Replace every ``nn.LayerNorm`` (and optionally ``nn.BatchNorm2d``) with DyT of the same shape, in place.
@@ -97,19 +67,6 @@ def convert_norm_to_dyt(module: nn.Module, convert_batchnorm: bool = False,
         return DynamicTanh(norm.num_features, channels_last=False, alpha_init_value=alpha_init_value)
 
     return replace_modules(module, to_dyt, of_type(*types))
-
-
-def make_norm(norm: str, dim: int, channels_last: bool = True, alpha_init: float = 0.5) -> nn.Module:
-    """Build the normalization layer named ``norm`` for ``dim`` features (``alpha_init``: DyT's initial alpha)."""
-    if norm == "layernorm":
-        return nn.LayerNorm(dim)
-    if norm == "batchnorm":
-        return nn.BatchNorm2d(dim)
-    if norm == "dyt":
-        return DynamicTanh(dim, channels_last=channels_last, alpha_init_value=alpha_init)
-    if norm == "identity":
-        return nn.Identity()
-    raise ValueError(f"norm={norm!r} is not valid; choose one of {sorted(set(NORMS_VIT + NORMS_CNN))}")
 
 
 class Attention(nn.Module):
@@ -185,7 +142,7 @@ class ViT(nn.Module):
                  patch_size: int | None = None, dim: int = 64, depth: int = 4, heads: int = 4,
                  mlp_ratio: int = 2, norm: str = "dyt", alpha_init: float = 0.5) -> None:
         super().__init__()
-        _check_choice("norm", norm, NORMS_VIT)
+        _check_choice("norm", norm, norms_for("vit"))
         _check_alpha_init(alpha_init)
         patch_size = patch_size or max(1, img_size // 4)
         if img_size % patch_size:
@@ -233,7 +190,7 @@ class ConvNet(nn.Module):
     def __init__(self, in_chans: int = 1, num_classes: int = 10, widths: Sequence[int] = (32, 64, 128),
                  norm: str = "batchnorm", alpha_init: float = 0.5) -> None:
         super().__init__()
-        _check_choice("norm", norm, NORMS_CNN)
+        _check_choice("norm", norm, norms_for("cnn"))
         _check_alpha_init(alpha_init)
         self.norm_type = norm
         self.in_chans = in_chans
@@ -272,11 +229,11 @@ def build_model(name: str = "vit", norm: str = "dyt", num_classes: int = 10,
     if h != w:
         raise ValueError(f"input_shape={tuple(input_shape)} must be square")
     if name == "vit":
-        _check_choice("norm", norm, NORMS_VIT)
+        _check_choice("norm", norm, norms_for("vit"))
         _check_choice("size", size, list(VIT_PRESETS))
         return ViT(img_size=h, in_chans=c, num_classes=num_classes, norm=norm, alpha_init=alpha_init,
                    **VIT_PRESETS[size])
-    _check_choice("norm", norm, NORMS_CNN)
+    _check_choice("norm", norm, norms_for("cnn"))
     _check_choice("size", size, list(CNN_PRESETS))
     return ConvNet(in_chans=c, num_classes=num_classes, widths=CNN_PRESETS[size], norm=norm, alpha_init=alpha_init)
 
@@ -287,13 +244,15 @@ def dyt_layers(model: nn.Module) -> dict[str, DynamicTanh]:
 
 
 def norm_parameters(model: nn.Module) -> dict[str, dict[str, float]]:
-    """Summary of every norm layer's affine parameters: alpha (DyT), mean/std of weight (gamma) and bias."""
+    """Summary of every norm layer's affine parameters: alpha (DyT, Derf), mean/std of weight (gamma) and bias."""
     out: dict[str, dict[str, float]] = {}
     for name, m in model.named_modules():
-        if isinstance(m, (DynamicTanh, nn.LayerNorm, nn.BatchNorm2d)) and getattr(m, "weight", None) is not None:
-            gamma, beta = effective_weight(m), effective_weight(m, "bias")
-            row = {"gamma_mean": gamma.mean().item(), "gamma_std": gamma.std().item(), "beta_mean": beta.mean().item()}
-            if isinstance(m, DynamicTanh):
+        if isinstance(m, norm_layer_types()) and getattr(m, "weight", None) is not None:
+            gamma = effective_weight(m)
+            row = {"gamma_mean": gamma.mean().item(), "gamma_std": gamma.std().item()}
+            if isinstance(getattr(m, "bias", None), torch.Tensor) or hasattr(m, "bias_orig"):  # RMSNorm has none
+                row["beta_mean"] = effective_weight(m, "bias").mean().item()
+            if isinstance(getattr(m, "alpha", None), torch.Tensor):  # DyT, Derf: the learned input scale
                 row["alpha"] = m.alpha.detach().item()
             out[name] = row
     return out

@@ -147,3 +147,32 @@ def test_accuracy_on_tensors_equals_accuracy_on_a_loader():
     assert accuracy(m, (x, y)) == accuracy(m, bundle.test_loader)
     with pytest.raises(ValueError, match="differ in length"):
         accuracy(m, (x, y[:-1]))
+
+
+def test_latency_ratio_is_paired_by_round_and_respects_noise():
+    """Two candidates timed in one call: the ratio of each round's times, "within noise" unless the rounds agree."""
+    import pandas as pd
+
+    from course_utils.metrics import latency_ratio
+
+    bench = pd.DataFrame(index=["a", "b", "c"])
+    bench.attrs["times"] = {"a|1": [1.0, 2.0, 1.0, 2.0, 1.0], "b|1": [2.0, 4.0, 2.0, 4.0, 2.0],  # a always half of b
+                            "c|1": [1.0, 4.0, 1.5, 2.5, 2.0]}
+    r = latency_ratio(bench, "a", "b", 1)
+    assert r.median == pytest.approx(0.5) and r.q1 == r.q3 == pytest.approx(0.5) and r.rounds == 5
+    assert r.verdict(("DyT", "LN")).startswith("DyT is 2.00x faster")
+    # the ratio of the medians of separately noisy columns would read 1.0; paired rounds see the spread
+    noisy = latency_ratio(bench, "c", "a", 1)
+    assert noisy.verdict().startswith("within noise") or noisy.q1 > 1
+    assert latency_ratio(bench, "b", "a", 1).verdict().startswith("b is 2.00x slower")
+    with pytest.raises(ValueError, match="'z' at batch 1 is not in this benchmark"):
+        latency_ratio(bench, "z", "a", 1)
+
+
+def test_latency_ratio_on_a_real_benchmark():
+    from course_utils.metrics import benchmark, latency_ratio
+
+    small, big = torch.nn.Linear(64, 64), torch.nn.Sequential(*[torch.nn.Linear(64, 64) for _ in range(40)])
+    b = benchmark({"small": small, "big": big}, (64,), (8,), rounds=5, min_run_time=0.01)
+    r = latency_ratio(b, "small", "big", 8)
+    assert r.median < 0.5 and r.verdict().startswith("small is")

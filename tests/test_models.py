@@ -128,7 +128,7 @@ def test_norm_parameters_reports_alpha():
 
 @pytest.mark.parametrize("kwargs, match", [
     (dict(name="mlp"), "name='mlp'.*'vit', 'cnn'"),
-    (dict(name="vit", norm="batchnorm"), "norm='batchnorm'.*'layernorm', 'dyt', 'identity'"),
+    (dict(name="vit", norm="batchnorm"), "norm='batchnorm'.*'layernorm', 'dyt', 'derf', 'identity'"),
     (dict(name="cnn", norm="layernorm"), "norm='layernorm'.*'batchnorm', 'dyt', 'identity'"),
     (dict(name="vit", size="huge"), "size='huge'"),
 ])

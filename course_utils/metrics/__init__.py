@@ -23,10 +23,11 @@ from .agreement import (
     predictions,
 )
 from .counts import count_flops, count_parameters, effective_parameters, size_on_disk
-from .speed import MATRIX_OPS, amdahl_speedup, benchmark, op_time_breakdown
+from .speed import MATRIX_OPS, LatencyRatio, amdahl_speedup, benchmark, latency_ratio, op_time_breakdown
 
-__all__ = ["accuracy", "amdahl_speedup", "benchmark", "compare_to_teacher", "count_flops", "count_parameters",
-           "effective_parameters", "labels", "linear_cka", "logits_and_features", "MATRIX_OPS", "model_report",
+__all__ = ["LatencyRatio", "accuracy", "amdahl_speedup", "benchmark", "compare_to_teacher", "count_flops",
+           "count_parameters", "effective_parameters", "labels", "latency_ratio", "linear_cka", "logits_and_features",
+           "MATRIX_OPS", "model_report",
            "op_time_breakdown", "output_cosine_similarity", "predictions", "size_on_disk"]
 
 

@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -113,6 +114,50 @@ def benchmark(candidates: Mapping[str, Candidate], example_shape: Sequence[int] 
                     times={f"{n}|{bs}": v for (n, bs), v in times.items()})
     return df
 
+
+
+@dataclass(frozen=True)
+class LatencyRatio:
+    """``a``'s latency over ``b``'s, round by round from one :func:`benchmark` call: median and inter-quartile range.
+
+    Why per round: the two were timed back to back in each round, so a machine that slows down between rounds
+    slows both; a ratio of two medians from two calls carries the noise of both calls (the same model timed
+    0.92 ms in one call and 1.60 ms in another here).
+    """
+
+    a: str
+    b: str
+    batch_size: int
+    ms_a: float
+    ms_b: float
+    median: float
+    q1: float
+    q3: float
+    rounds: int
+
+    def verdict(self, labels: tuple[str, str] | None = None, margin: float = 0.05) -> str:
+        """"faster"/"slower" only when the middle half of the rounds agrees and the median is over ``margin`` from 1."""
+        la, lb = labels or (self.a, self.b)
+        what = (f"{la} {self.ms_a:.3f} ms vs {lb} {self.ms_b:.3f} ms at batch {self.batch_size} (ratio "
+                f"{self.median:.2f}, rounds' middle half {self.q1:.2f}-{self.q3:.2f})")
+        if self.q3 < 1 and self.median < 1 - margin:
+            return f"{la} is {1 / self.median:.2f}x faster: {what}"
+        if self.q1 > 1 and self.median > 1 + margin:
+            return f"{la} is {self.median:.2f}x slower: {what}"
+        return f"within noise: {what}"
+
+
+def latency_ratio(bench: pd.DataFrame, a: str, b: str, batch_size: int) -> LatencyRatio:
+    """:class:`LatencyRatio` of candidates ``a`` and ``b`` of one :func:`benchmark` table (its per-round times)."""
+    times = bench.attrs.get("times", {})
+    for name in (a, b):
+        if f"{name}|{batch_size}" not in times:
+            raise ValueError(f"{name!r} at batch {batch_size} is not in this benchmark; it timed "
+                             f"{sorted(set(k.rsplit('|', 1)[0] for k in times))}")
+    ta, tb = np.asarray(times[f"{a}|{batch_size}"]), np.asarray(times[f"{b}|{batch_size}"])
+    q1, med, q3 = np.percentile(ta / tb, [25, 50, 75])
+    return LatencyRatio(a, b, batch_size, float(np.median(ta)), float(np.median(tb)), float(med), float(q1),
+                        float(q3), len(ta))
 
 # ----------------------------------------------------------------------------------------- where time goes
 

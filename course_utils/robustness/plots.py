@@ -90,6 +90,23 @@ def reliability_diagram(data: ReliabilityData, ax: plt.Axes | None = None, color
     return ax
 
 
+def reliability_counts(data: Sequence[ReliabilityData], ax: plt.Axes, colors: Sequence[str | None] | None = None,
+                       labels: Sequence[str] | None = None) -> plt.Axes:
+    """How many test images fall in each confidence bin of one or more reliability diagrams (the same bins): side
+    by side bars per bin, log-scale counts, so a reader sees which bars of the diagram rest on a handful of images."""
+    k = len(data)
+    colors = list(colors) if colors is not None else [None] * k
+    labels = list(labels) if labels is not None else [None] * k
+    for i, (d, color, label) in enumerate(zip(data, colors, labels)):
+        width = (d.upper - d.lower) / k
+        ax.bar(d.lower + i * width, np.maximum(d.count, 0), width=width, align="edge", color=color, alpha=0.75,
+               edgecolor="black", linewidth=0.3, label=label)
+    top = max((float(np.max(d.count)) for d in data), default=1.0)
+    ax.set_yscale("log")
+    ax.set(xlim=(0, 1), ylim=(0.8, max(10.0, 2 * top)), xlabel="confidence", ylabel="images per bin")
+    return ax
+
+
 def score_histograms(scores: Mapping[str, torch.Tensor], ax: plt.Axes | None = None, bins: int = 40,
                      title: str = "") -> plt.Axes:
     """Overlaid histograms (densities) of one detector's scores on several sets (higher = more ID)."""
