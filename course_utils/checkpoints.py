@@ -30,6 +30,10 @@ class CheckpointNotSavedWarning(UserWarning):
     """Training finished but the checkpoint could not be written: the model is returned, later runs retrain."""
 
 
+# Every lost checkpoint is reported, not only the first of each call site (Python's default for warnings).
+warnings.filterwarnings("always", category=CheckpointNotSavedWarning)
+
+
 def _canonical(config: Mapping[str, Any]) -> str:
     return json.dumps(config, sort_keys=True, default=str)
 
@@ -214,9 +218,10 @@ def train_or_load(name: str, build: Callable[[], nn.Module], train: Callable[[nn
         raise ValueError(f"train(model) must return the training history (a dict), not {type(history).__name__}")
     try:
         save_checkpoint(path, model.cpu(), config, history)
-    except OSError as e:
-        warnings.warn(f"could not save checkpoint {display_path(path)} ({e}); the trained model is returned but "
-                      f"not saved, so later runs will train it again", CheckpointNotSavedWarning, stacklevel=2)
+    except OSError as e:  # a full disk included: atomic_torch_save turns torch's RuntimeError into OutputPathError
+        warnings.warn(f"could not save checkpoint {display_path(path)}: it was NOT saved ({e}). The trained model "
+                      f"is kept in memory for this run only, so later runs will train it again",
+                      CheckpointNotSavedWarning, stacklevel=2)
         return model.eval(), history
     if verbose:
         print(f"Saved checkpoint {relative(path)}.")

@@ -22,13 +22,19 @@ A worker that dies has its task rescheduled by Dask on another worker; finished 
 from __future__ import annotations
 
 import os
+import socket
+import threading
 from concurrent.futures import Executor
 from typing import Any
+from urllib.parse import urlsplit
 
 from . import parallel
 
 #: Environment variable naming a running scheduler (``tcp://HOST:8786``), used when none is given.
 SCHEDULER_ENV = "COURSE_DASK_SCHEDULER"
+#: Seconds to wait for a scheduler: one that does not answer fails in seconds, not after Dask's 30 s traceback.
+CONNECT_TIMEOUT = 5.0
+DEFAULT_PORT = 8786
 #: Environment of every worker process of a local cluster: one thread, the way the local pool runs.
 WORKER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
@@ -63,6 +69,42 @@ class DaskBackend:
                 cluster.close()
 
 
+def check_scheduler(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
+    """Raise ``ConnectionError`` (one line naming ``address`` and the reason) unless a TCP connection to the
+    scheduler opens within ``timeout`` seconds, name lookup included; ``ValueError`` for an address without a
+    host or with a bad port. Addresses other than ``tcp://`` and ``tls://`` are not tested."""
+    if not isinstance(address, str):
+        raise ValueError(f"scheduler={address!r} is not valid; give an address such as tcp://HOST:8786")
+    parts = urlsplit(address)
+    if parts.scheme not in ("tcp", "tls"):
+        return
+    try:
+        host, port = parts.hostname, parts.port or DEFAULT_PORT
+    except ValueError:
+        host = port = None
+    if not host or not port:
+        raise ValueError(f"scheduler {address!r} is not valid; give an address such as tcp://HOST:8786")
+    outcome: list[BaseException | None] = []
+
+    def probe() -> None:  # in a thread: create_connection's timeout does not bound the name lookup
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            outcome.append(None)
+        except OSError as e:
+            outcome.append(e)
+
+    thread = threading.Thread(target=probe, daemon=True, name="scheduler-probe")
+    thread.start()
+    thread.join(timeout + 0.5)
+    if outcome and outcome[0] is None:
+        return
+    e = outcome[0] if outcome else None
+    why = f"no answer within {timeout:g} s" if e is None or isinstance(e, TimeoutError) else \
+        (e.strerror or str(e) or type(e).__name__)
+    raise ConnectionError(f"cannot reach the Dask scheduler at {address} ({why}); is `dask scheduler` running "
+                          "there, and the port open?")
+
+
 def connect(scheduler: Any = None, *, local_workers: int | None = None, shared_checkpoints: bool | None = None,
             quiet: bool = False) -> DaskBackend:
     """Send every later ``parallel.run`` to a Dask cluster and return its backend (:func:`disconnect` ends it).
@@ -94,7 +136,12 @@ def connect(scheduler: Any = None, *, local_workers: int | None = None, shared_c
     elif isinstance(scheduler, Client):
         client, local = scheduler, False
     elif isinstance(scheduler, str):
-        client, local = Client(scheduler, timeout="30s"), False
+        check_scheduler(scheduler)
+        try:
+            client, local = Client(scheduler, timeout=f"{CONNECT_TIMEOUT * 2:g}s"), False
+        except OSError as e:  # Dask's own timeout (an OSError) or a refused handshake, without its 22 frames
+            raise ConnectionError(f"cannot connect to the Dask scheduler at {scheduler} "
+                                  f"({(str(e).splitlines() or [type(e).__name__])[0]})") from None
     elif hasattr(scheduler, "scheduler_address"):  # a cluster object
         client, local = Client(scheduler), isinstance(scheduler, LocalCluster)
     else:

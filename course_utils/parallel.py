@@ -16,6 +16,12 @@ cluster (``course_utils.cluster``: a ``LocalCluster`` on this machine, or a runn
 so the same numbers. Workers of a remote cluster may not see this machine's files: a call can name the checkpoints
 it reads (``call(..., checkpoints=[...])``); they travel with it, and the checkpoints it writes come back and are
 saved here.
+
+Endings: Ctrl-C and SIGTERM/SIGHUP (what a scheduler, ``timeout`` or a closed terminal sends) end the workers
+and whatever they started before the caller stops (:func:`shutdown`), so no training outlives its run. The
+command-line tools turn those signals into :class:`Terminated` (:func:`terminate_on_signals`) and exit with
+128 + the signal's number; elsewhere :meth:`Pending.result` does the same while it waits, then lets the signal end
+the process as it would have.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ import os
 import pickle
 import signal
 import tempfile
+import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -36,6 +44,14 @@ from typing import Any, Protocol
 
 import torch
 from tqdm.auto import tqdm
+
+from .io import (  # noqa: F401 - part of this module's interface: the CLIs and notebooks end runs through it
+    ENDING_SIGNALS,
+    Terminated,
+    end_processes,
+    ending_signal,
+    terminate_on_signals,
+)
 
 #: Set in worker processes, so a call that itself uses :func:`run` stays sequential there.
 WORKER_FLAG = "COURSE_PARALLEL_WORKER"
@@ -217,8 +233,14 @@ def _save_returned(saved: Mapping[str, bytes]) -> None:
     from .io import atomic_path
 
     for name, data in saved.items():
-        with atomic_path(checkpoint_path(name)) as tmp:
-            Path(tmp).write_bytes(data)
+        try:
+            with atomic_path(checkpoint_path(name)) as tmp:
+                Path(tmp).write_bytes(data)
+        except OSError as e:  # the call's result is still good: only the cache is lost (say so, as train_or_load)
+            from .checkpoints import CheckpointNotSavedWarning
+
+            warnings.warn(f"could not save checkpoint {name!r} trained by a worker: it was NOT saved ({e}); later "
+                          "runs will train it again", CheckpointNotSavedWarning, stacklevel=2)
 
 
 def _shipped(c: Call) -> dict[str, bytes]:
@@ -251,8 +273,7 @@ def shutdown(kill: bool = False) -> None:
         _BACKEND = None
     if _POOL is not None:
         if kill:  # ProcessPoolExecutor can only wait for running calls; end their processes instead
-            for process in list(getattr(_POOL, "_processes", {}).values()):
-                process.terminate()
+            end_processes([p.pid for p in list(getattr(_POOL, "_processes", {}).values()) if p.pid])
         _POOL.shutdown(wait=not kill, cancel_futures=True)
     _POOL, _POOL_SIZE = None, 0
 
@@ -316,12 +337,28 @@ class Pending:
     def result(self) -> list[Any]:
         """The result of every call, in order; :class:`JobError` naming the first call that failed."""
         if self._results is None:
-            try:
-                self._results = self._collect()
-            except KeyboardInterrupt:  # an interrupted cell must not leave trainings running in the background
-                shutdown(kill=True)
-                raise
+            ended = None
+            with terminate_on_signals() as own:  # a SIGTERM while waiting must end the workers too
+                try:
+                    self._results = self._collect()
+                except KeyboardInterrupt as e:  # an interrupted cell must not leave trainings running
+                    shutdown(kill=True)
+                    if not (own and isinstance(e, Terminated)):
+                        raise
+                    ended = e.signum
+            if ended is not None:  # the handler was ours: let the signal end the process, as it would have
+                os.kill(os.getpid(), ended)
+                time.sleep(1)
+                raise Terminated(ended)
         return self._results
+
+    def _abort(self) -> None:
+        """Stop every call not finished: cancel the queued ones, end the local workers (a cluster's running calls
+        finish there, unused)."""
+        for f in self._futures:
+            f.cancel()
+        if _BACKEND is None:
+            shutdown(kill=True)
 
     def _collect(self) -> list[Any]:
         calls, futures = self.calls, self._futures
@@ -338,16 +375,23 @@ class Pending:
                         results[i], saved = pickle.loads(f.result())
                         _save_returned(saved)
                         finished.add(i)
-                        if self._on_result is not None:  # e.g. the sweep records rows as each call finishes
-                            self._on_result(i, results[i])
                     except BrokenProcessPool as e:
-                        shutdown()
+                        shutdown(kill=True)
+                        if ending_signal() is not None:  # the workers died of the signal this process got
+                            raise Terminated(ending_signal()) from e
                         raise JobError(f"a worker process died while running {calls[i]} (out of memory, or "
                                        "killed?); run again with workers=1 to see the error in this process") from e
                     except Exception as e:  # noqa: BLE001 - re-raised below with the call named
                         if type(e).__name__ == "KilledWorker":  # Dask gave up after workers died running it
                             e = JobError(f"workers died {e.args[-1] if e.args else ''} times running it")
                         failures.append((i, e))
+                    else:
+                        if self._on_result is not None:  # e.g. the sweep records rows as each call finishes
+                            try:
+                                self._on_result(i, results[i])
+                            except BaseException:  # the caller's own failure (a store it cannot write): stop all
+                                self._abort()
+                                raise
                     bar.update()
                 started = set(futures.values())
                 for j, deps in enumerate(self._after):  # hand over every call whose predecessors are all done

@@ -64,6 +64,29 @@ def _locked(store: Path, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
         lock.release()
 
 
+def check_writable(path: os.PathLike | str | None = None) -> Path:
+    """Prove that rows can be recorded in the store now, before hours of work depend on it; returns its path.
+
+    An existing store is rewritten unchanged under its lock, so whatever would stop a real write (an immutable or
+    read-only file, a read-only or full disk, a lock that cannot be taken) raises ``OutputPathError`` naming the
+    store here. A store not created yet needs a writable folder and its lock."""
+    from .io import ensure_writable_file
+
+    p = _path(path)
+    try:
+        if p.is_file():
+            _rewrite(p, lambda r: False, [])
+        else:
+            ensure_writable_file(p, "results store")
+            with _locked(p):
+                pass
+    except OutputPathError as e:
+        raise OutputPathError(f"results store {display_path(p)} cannot be written: {e}") from e
+    except OSError as e:
+        raise OutputPathError(f"results store {display_path(p)} cannot be written ({e})") from e
+    return p
+
+
 def load_rows(path: os.PathLike | str | None = None) -> list[dict[str, Any]]:
     """All stored rows (an empty list when the store does not exist yet)."""
     p = _path(path)

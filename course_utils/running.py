@@ -12,6 +12,9 @@ naming join automatically); the first failing notebook stops the run, naming the
 * Smoke mode (``--smoke``, ``-p smoke=true``/``1`` or ``COURSE_SMOKE=1``) writes figures and results beside the
   executed notebooks (``runs/smoke/``), never into the repository's ``figures/`` or ``results/``.
 * Kernels talk over IPC sockets (:mod:`.kernels`): no loopback interface needed, no "TCP without encryption" warning.
+* SIGTERM and SIGHUP (a scheduler, ``timeout``, a closed terminal) are handled like Ctrl-C: the kernel and every
+  process it started (its training workers) are ended, a half-written executed notebook is removed, and the run
+  exits with 128 + the signal (143 for SIGTERM). Before, the runner died alone and the kernel trained on.
 """
 
 from __future__ import annotations
@@ -28,7 +31,15 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from . import paths
-from .io import OutputPathError, atomic_write_text, ensure_writable_dir, ensure_writable_file
+from .io import (
+    OutputPathError,
+    Terminated,
+    atomic_write_text,
+    end_processes,
+    ensure_writable_dir,
+    ensure_writable_file,
+    terminate_on_signals,
+)
 from .params import (
     ENV_PREFIX,
     OUTPUT_PARAMETERS,
@@ -45,6 +56,8 @@ __all__ = ["ENV_PREFIX", "OUTPUT_PARAMETERS", "RunnerError", "configure_outputs"
            "notebook_parameters", "param", "parse_parameters", "run_series", "typed_parameters"]
 
 NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
+#: Seconds a kernel and its workers get to end on SIGTERM (removing their temporary files) before SIGKILL.
+KERNEL_GRACE = 5.0
 
 
 def discover(notebooks_dir: os.PathLike | str = REPO_ROOT / "notebooks") -> list[Path]:
@@ -191,23 +204,48 @@ def _run_notebook(nb: Path, out: Path, parameters: Mapping[str, Any], kernel_nam
     with kernel_manager(kernel_name) as km:
         clients: list[Any] = []
         try:
-            clients = _open_kernel(km, nb, {**os.environ, **(environment or {})})
-        except Exception as e:  # noqa: BLE001 - a missing executable, a bad kernelspec, a full disk...
-            _fail(f"FAILED: {nb.name}: the Jupyter kernel {kernel_name!r} could not start ({_brief(e)})")
-        try:
-            pm.execute_notebook(str(nb), str(out), parameters=dict(parameters), kernel_name=kernel_name, km=km,
-                                progress_bar=sys.stderr.isatty(), execution_timeout=timeout)
-        except pm.PapermillExecutionError as e:
-            evalue = (str(e.evalue).strip().splitlines() or [""])[0]
-            _fail(f"FAILED: {nb.name}, cell {e.cell_index} (execution count {e.exec_count}): {e.ename}: {evalue}"
-                  f" -- the executed notebook with the error is {display_path(out)}")
-        except Exception as e:  # noqa: BLE001 - the kernel died, a timeout, an unwritable output...
-            _fail(f"FAILED: {nb.name}: {'the run failed' if km.is_alive() else 'the kernel died'} ({_brief(e)})")
+            try:
+                clients = _open_kernel(km, nb, {**os.environ, **(environment or {})})
+            except Exception as e:  # noqa: BLE001 - a missing executable, a bad kernelspec, a full disk...
+                _fail(f"FAILED: {nb.name}: the Jupyter kernel {kernel_name!r} could not start ({_brief(e)})")
+            try:
+                pm.execute_notebook(str(nb), str(out), parameters=dict(parameters), kernel_name=kernel_name, km=km,
+                                    progress_bar=sys.stderr.isatty(), execution_timeout=timeout)
+            except pm.PapermillExecutionError as e:
+                evalue = (str(e.evalue).strip().splitlines() or [""])[0]
+                _fail(f"FAILED: {nb.name}, cell {e.cell_index} (execution count {e.exec_count}): {e.ename}: "
+                      f"{evalue} -- the executed notebook with the error is {display_path(out)}")
+            except Exception as e:  # noqa: BLE001 - the kernel died, a timeout, an unwritable output...
+                _fail(f"FAILED: {nb.name}: {'the run failed' if km.is_alive() else 'the kernel died'} "
+                      f"({_brief(e)})")
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM (``finally`` ends the kernel and all it started)
+            _drop_if_partial(out)
+            raise
         finally:
             for kc in clients:
                 kc.stop_channels()
-            if km.has_kernel:
-                km.shutdown_kernel(now=True)
+            _end_kernel(km)
+
+
+def _end_kernel(km: Any) -> None:
+    """End ``km``'s kernel and every process it started, also those in another process group or session
+    (``shutdown_kernel(now=True)`` only SIGKILLs the kernel's group, with no time to remove temporary files)."""
+    if not km.has_kernel:
+        return
+    pid = getattr(getattr(km, "provisioner", None), "pid", None)
+    if pid:
+        end_processes([pid], grace=KERNEL_GRACE)
+    km.shutdown_kernel(now=True)  # closes its sockets and connection file; nothing left to kill
+
+
+def _drop_if_partial(out: Path) -> None:
+    """Remove the executed notebook if an interruption left it half-written (papermill writes it in place)."""
+    try:
+        json.loads(out.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError):
+        out.unlink(missing_ok=True)
 
 
 def run_series(notebooks: list[Path], output_dir: Path, parameters: Mapping[str, Any], kernel_name: str = "python3",
@@ -265,8 +303,17 @@ def main(argv: list[str] | None = None) -> int:
     for note in plan.notes:
         print(f"  note: {note}", flush=True)
     start = time.perf_counter()
-    timings = run_series(plan.notebooks, plan.output_dir, {}, plan.kernel, plan.timeout,
-                         per_notebook=plan.parameters, environment=plan.environment)
+    with terminate_on_signals():  # SIGTERM/SIGHUP: the kernel and its workers end too, as on Ctrl-C
+        try:
+            timings = run_series(plan.notebooks, plan.output_dir, {}, plan.kernel, plan.timeout,
+                                 per_notebook=plan.parameters, environment=plan.environment)
+        except KeyboardInterrupt as e:
+            # the interrupted cell's task finds the kernel gone; asyncio would print that as a traceback at exit
+            logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+            how = str(e) if isinstance(e, Terminated) else "interrupted"
+            print(f"course-run: {how}: the kernel and the processes it started are ended; notebooks executed so "
+                  f"far are in {display_path(plan.output_dir)}/", file=sys.stderr, flush=True)
+            return e.exit_status if isinstance(e, Terminated) else 130
     atomic_write_text(json.dumps(timings, indent=1), plan.output_dir / "timings.json")
     env = {k.removeprefix(ENV_PREFIX): display_path(v) for k, v in plan.environment.items() if k != "COURSE_SMOKE"}
     print(f"\nAll {len(plan.notebooks)} notebook(s) ran in {time.perf_counter() - start:.0f} s.")

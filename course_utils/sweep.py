@@ -14,6 +14,12 @@ N workers finish in about total/N, bounded below by the longest task (the critic
 which are recorded here as it finishes; trained weights are checkpoints (sent back from workers that share no
 folder with this machine). A rerun skips tasks whose rows are recorded and trainings whose checkpoints exist.
 Every training is single-threaded wherever it runs, so both backends record identical rows.
+
+Operator errors fail before any work: a bad argument, a store or checkpoint folder that cannot be written (the store
+is rewritten unchanged to prove it), an unreachable ``--scheduler`` (a 5 s connection test) and a plan of more than
+``MAX_TASKS`` tasks without ``--yes`` (``--seeds 0-100000`` is 400,013 tasks, weeks of work). A write to the store
+that still fails mid-sweep stops the sweep at once, the task's rows saved to a side file named in the message.
+SIGTERM and SIGHUP are handled like Ctrl-C: the workers end, finished tasks stay recorded, exit status 128 + signal.
 """
 
 from __future__ import annotations
@@ -23,8 +29,10 @@ import json
 import os
 import platform
 import re
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -47,6 +55,10 @@ ALPHAS = (0.25, 0.5, 1.0, 2.0)
 ALPHA_REGIMES = ("unstructured-90", "ptq-w4a4", "qat-w4a8")
 #: Every model is trained and evaluated on the data bundle of seed 0 (batch 64): notebook 07's default.
 DATA_SEED, BATCH_SIZE = 0, 64
+#: Without ``--yes``, the command refuses plans of more tasks (a typo in ``--seeds`` is not a week of work).
+MAX_TASKS = 1000
+#: Seeds are NumPy seeds (below 2**32); a seed list longer than this is refused even with ``--yes``.
+MAX_SEED, MAX_SEEDS = 2**32 - 1, 1_000_000
 REFERENCE = REPO_ROOT / "results" / "reference" / "ablation.json"
 SWEEP_CHECKPOINTS = REPO_ROOT / "runs" / "sweep" / "checkpoints"
 
@@ -72,16 +84,22 @@ class Task:
 
 
 def parse_seeds(text: str) -> list[int]:
-    """``"0-9"``, ``"0,3,5"`` or ``"0-2,7"`` -> sorted distinct seeds (each an integer >= 0)."""
+    """``"0-9"``, ``"0,3,5"`` or ``"0-2,7"`` -> sorted distinct seeds (each an integer in [0, 2**32 - 1], at most
+    ``MAX_SEEDS`` of them: the ranges are measured before any list is built)."""
     if not isinstance(text, str) or not re.fullmatch(r"\d+(-\d+)?(,\d+(-\d+)?)*", text.replace(" ", "")):
         raise ValueError(f"--seeds {text!r} is not valid; give a range or a list such as 0-9, 0,3,5 or 0-2,7")
-    seeds: set[int] = set()
+    ranges = []
     for part in text.replace(" ", "").split(","):
         lo, _, hi = part.partition("-")
-        if hi and int(hi) < int(lo):
+        lo_i, hi_i = int(lo), int(hi or lo)
+        if hi_i < lo_i:
             raise ValueError(f"--seeds {text!r}: the range {part} runs backwards; write {hi}-{lo}")
-        seeds.update(range(int(lo), int(hi or lo) + 1))
-    return sorted(seeds)
+        if hi_i > MAX_SEED:
+            raise ValueError(f"--seeds {text!r}: seed {hi_i} is too large; seeds are integers from 0 to {MAX_SEED}")
+        ranges.append(range(lo_i, hi_i + 1))
+    if sum(map(len, ranges)) > MAX_SEEDS:
+        raise ValueError(f"--seeds {text!r} lists {sum(map(len, ranges)):,} seeds; at most {MAX_SEEDS:,} per sweep")
+    return sorted({seed for r in ranges for seed in r})
 
 
 def _names(text: str | Sequence[str] | None, allowed: Sequence[str], what: str) -> tuple[str, ...]:
@@ -106,6 +124,34 @@ def plan(seeds: Sequence[int], families: Sequence[str] = tuple(FAMILIES), regime
         tasks += [Task("vit", "dyt", s, study, a) for s in list(seeds)[:alpha_seeds] for a in alphas
                   if a != DEFAULT_ALPHA]
     return tasks
+
+
+def task_count(n_seeds: int, families: Sequence[str] = tuple(FAMILIES), alpha_seeds: int = 3,
+               alphas: Sequence[float] = ALPHAS) -> int:
+    """``len(plan(...))`` for ``n_seeds`` seeds, without building the plan."""
+    study = min(alpha_seeds, n_seeds) * sum(a != DEFAULT_ALPHA for a in alphas) if "vit" in families else 0
+    return n_seeds * sum(len(FAMILIES[f]) for f in families) + study
+
+
+class RowsNotRecorded(RuntimeError):
+    """A finished task's rows could not be written to the results store; the sweep stopped there.
+
+    ``rows`` holds them; ``side_file`` is where they were saved instead (``None`` if nowhere could be written)."""
+
+    def __init__(self, message: str, rows: list[dict[str, Any]], side_file: Path | None) -> None:
+        super().__init__(message)
+        self.rows, self.side_file = rows, side_file
+
+
+def _save_aside(store: Path, rows: list[dict[str, Any]]) -> Path | None:
+    """Write ``rows`` (the store's format) beside the store, else in the temporary folder; where, or None."""
+    name = f"{store.stem}.unrecorded-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.json"
+    for folder in dict.fromkeys((store.parent, Path(tempfile.gettempdir()), Path.cwd())):
+        try:
+            return atomic_write_text(json.dumps(rows, indent=1) + "\n", folder / name)
+        except OSError:
+            continue
+    return None
 
 
 def run_task(task: Task, dataset: str = "mnist_5k", smoke: bool = False) -> dict[str, Any]:
@@ -184,7 +230,7 @@ def sweep(seeds: Sequence[int], families: Sequence[str] = tuple(FAMILIES), regim
     connected) and record its rows as it finishes; write the provenance beside the store; return it."""
     tasks = plan(seeds, families, regimes, smoke, alpha_seeds)
     store_path = Path(store) if store is not None else REFERENCE
-    ensure_writable_file(store_path, "results store")
+    results.check_writable(store_path)  # an unwritable store fails now, not after the first task
     mode = "smoke" if smoke else "full"
     recorded = {(r["mode"], r["dataset"], r["model"], r["norm"], r["technique"], r["setting"], r["seed"])
                 for r in results.load_rows(store_path) if r.get("notebook") == "07" and r.get("metric") == "accuracy"}
@@ -192,7 +238,17 @@ def sweep(seeds: Sequence[int], families: Sequence[str] = tuple(FAMILIES), regim
     seconds: list[float] = []
 
     def keep(i: int, out: dict[str, Any]) -> None:  # runs here as each task finishes: nothing done is lost
-        results.upsert(out["rows"], store_path)
+        try:
+            results.upsert(out["rows"], store_path)
+        except (OSError, ValueError) as e:  # stop now: every later task's rows would be lost the same way
+            side = _save_aside(store_path, out["rows"])
+            where = (f"they are saved in {side}; results.upsert(results.load_rows({str(side)!r}), "
+                     f"{str(store_path)!r}) records them once the store is writable") if side else \
+                "they could not be saved anywhere else either and are printed below"
+            raise RowsNotRecorded(f"the {len(out['rows'])} rows of {todo[i]} could not be written to the results "
+                                  f"store {store_path} ({e}); the sweep stopped. {where[0].upper()}{where[1:]}. "
+                                  f"Tasks recorded before are in the store; a rerun goes on from them",
+                                  out["rows"], side) from e
         seconds.append(out["seconds"])
 
     backend = parallel.current_backend()
@@ -231,6 +287,7 @@ def _parser() -> argparse.ArgumentParser:
                        "(default: $COURSE_DASK_SCHEDULER when set)")
     p.add_argument("--shared-checkpoints", action="store_true", help="remote workers see the same checkpoint "
                    "folder (else checkpoints travel with the tasks)")
+    p.add_argument("--yes", action="store_true", help=f"run a plan of more than {MAX_TASKS} tasks")
     return p
 
 
@@ -252,6 +309,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError(f"--workers {a.workers} is not valid; it must be >= 0 (0: one per core)")
         if a.local_workers is not None and a.local_workers < 1:
             raise ValueError(f"--local-workers {a.local_workers} is not valid; it must be >= 1")
+        n_tasks = task_count(len(seeds), families, a.alpha_seeds)
+        if n_tasks > MAX_TASKS and not a.yes:
+            raise ValueError(f"--seeds {a.seeds} makes {n_tasks:,} tasks ({len(seeds):,} seeds), more than "
+                             f"{MAX_TASKS:,}; check the seeds, or add --yes to run them all")
         scheduler = a.scheduler or (os.environ.get(cluster.SCHEDULER_ENV) if a.local_workers is None else None)
         if scheduler and not scheduler.startswith(("tcp://", "tls://")):
             raise ValueError(f"--scheduler {scheduler!r} is not valid; give an address such as tcp://HOST:8786")
@@ -259,25 +320,47 @@ def main(argv: Sequence[str] | None = None) -> int:
         ensure_writable_file(store, "results store")
         ckpt = Path(a.checkpoint_dir) if a.checkpoint_dir else SWEEP_CHECKPOINTS
         ensure_writable_dir(ckpt, "checkpoint folder")
+        results.check_writable(store)
+        if scheduler:
+            try:
+                cluster.check_scheduler(scheduler)
+            except (ValueError, OSError) as e:
+                raise ValueError(f"--scheduler: {e}") from None
     except (ValueError, OSError) as e:
         p.error(str(e))
     os.environ["COURSE_CHECKPOINT_DIR"] = str(ckpt.resolve())
-    try:
-        if a.local_workers is not None:
-            cluster.connect(local_workers=a.local_workers)
-        elif scheduler:
-            cluster.connect(scheduler, shared_checkpoints=a.shared_checkpoints)
-        info = sweep(seeds, families, regimes, smoke=a.smoke, dataset=a.dataset, store=store, workers=a.workers,
-                     alpha_seeds=a.alpha_seeds, argv=argv)
-    except KeyboardInterrupt:
-        print("\nsweep interrupted: finished tasks are recorded; run the same command again to go on",
-              file=sys.stderr)
-        return 130
-    except parallel.JobError as e:
-        print(f"sweep failed: {e}; finished tasks are recorded, a rerun goes on from them", file=sys.stderr)
-        return 1
-    finally:
-        cluster.disconnect()
+    with parallel.terminate_on_signals():  # SIGTERM/SIGHUP: the same clean-up as Ctrl-C, no worker left behind
+        try:
+            if a.local_workers is not None:
+                cluster.connect(local_workers=a.local_workers)
+            elif scheduler:
+                cluster.connect(scheduler, shared_checkpoints=a.shared_checkpoints)
+            info = sweep(seeds, families, regimes, smoke=a.smoke, dataset=a.dataset, store=store,
+                         workers=a.workers, alpha_seeds=a.alpha_seeds, argv=argv)
+        except KeyboardInterrupt as e:
+            parallel.shutdown(kill=True)
+            how = f"stopped by {signal.Signals(e.signum).name}" if isinstance(e, parallel.Terminated) else \
+                "interrupted"
+            print(f"\nsweep {how}: its workers are ended, finished tasks are recorded; run the same command again "
+                  "to go on", file=sys.stderr)
+            return e.exit_status if isinstance(e, parallel.Terminated) else 130
+        except RowsNotRecorded as e:
+            print(f"sweep failed: {e}", file=sys.stderr)
+            if e.side_file is None:
+                print(json.dumps(e.rows), file=sys.stderr)
+            return 1
+        except ConnectionError as e:  # the scheduler answered the test but not Dask's handshake
+            print(f"sweep failed: --scheduler: {e}", file=sys.stderr)
+            return 2
+        except parallel.JobError as e:
+            if (signum := parallel.ending_signal()) is not None:  # its workers died of the signal we got
+                print(f"\nsweep stopped by {signal.Signals(signum).name}: its workers are ended, finished tasks "
+                      "are recorded; run the same command again to go on", file=sys.stderr)
+                return 128 + signum
+            print(f"sweep failed: {e}; finished tasks are recorded, a rerun goes on from them", file=sys.stderr)
+            return 1
+        finally:
+            cluster.disconnect()
     print(json.dumps({k: info[k] for k in ("backend", "workers", "tasks", "tasks_run", "wall_seconds",
                                            "task_seconds_total", "longest_task_seconds")}))
     return 0

@@ -7,6 +7,7 @@ parity is judged on real predictions, not on near-tied random logits.
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 
@@ -61,7 +62,10 @@ def digits() -> dict[str, torch.Tensor]:
 @pytest.fixture(scope="module")
 def vit(digits) -> ViT:
     torch.manual_seed(0)
-    return _train(ViT(img_size=28, dim=16, depth=1, heads=2, mlp_ratio=2, norm="dyt"), digits["x"], digits["y"])
+    # width 32 and 120 steps: a width-16 ViT after 40 steps reached 43% on a class-balanced test sample, and int8 then
+    # flipped a quarter of its near-tied argmaxes (it passed only while the first test images were zeros and ones)
+    return _train(ViT(img_size=28, dim=32, depth=1, heads=2, mlp_ratio=2, norm="dyt"), digits["x"], digits["y"],
+                  steps=120)
 
 
 @pytest.fixture(scope="module")
@@ -315,7 +319,7 @@ def test_an_artifact_is_reused_only_for_the_same_model_and_settings(vit, digits,
     assert again.info == {**first.info}
     D.deploy(vit, "onnxruntime", "int8_static", **{**kw, "calibration": digits["calib"][:64]})
     assert len(builds) == 2, "other calibration images: rebuilt"
-    other = ViT(img_size=28, dim=16, depth=1, heads=2, mlp_ratio=2, norm="dyt").eval()
+    other = copy.deepcopy(vit).eval()
     other.load_state_dict(vit.state_dict())
     with torch.no_grad():
         other.head.bias.add_(0.01)

@@ -30,9 +30,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     for flag, value in (("--rounds", args.rounds), ("--threads", args.threads)):
         if value is not None and value < 1:
-            parser.error(f"{flag} must be >= 1")
+            parser.error(f"{flag} {value} is not valid; it must be >= 1")
     if args.workers < 0:
-        parser.error("--workers must be >= 0 (0: one process per CPU core)")
+        parser.error(f"--workers {args.workers} is not valid; it must be >= 0 (0: one process per CPU core)")
+    if args.min_run_time is not None and not 0 < args.min_run_time <= 3600:  # NaN fails too
+        parser.error(f"--min-run-time {args.min_run_time} is not valid; it must be a number of seconds in (0, 3600]")
+    from ..io import OutputPathError, ensure_writable_dir  # checked before minutes of training, not after
+
+    try:
+        if args.workdir is not None:
+            ensure_writable_dir(args.workdir, "--workdir")
+        else:
+            from .common import default_workdir
+
+            ensure_writable_dir(default_workdir(), "artifact folder (default --workdir)")
+    except (OutputPathError, ValueError) as e:
+        parser.error(str(e))
     from .bench import run_bench
 
     with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON line only (training notes go to stderr)

@@ -12,6 +12,7 @@ the hypervisor took while timing; the bars name the CPU they were met (or missed
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -20,11 +21,14 @@ import numpy as np
 import torch
 
 from .. import parallel
+from ..args import check_int, check_number
 from ..baselines import get_baseline
 from ..data import get_data, stack_loader, stratified_sample
+from ..io import ensure_writable_dir
 from ..metrics import benchmark, size_on_disk
 from ..zoo import calibration_images
 from .api import TARGETS, deploy_many
+from .common import default_workdir
 from .executorch_xnnpack import executorch_threads, xnnpack_partitions
 from .machine import (
     CpuUse,
@@ -76,6 +80,23 @@ def ratio_noise(table: Any, names: list[str], batch_sizes: tuple[int, ...]) -> d
     return out
 
 
+def check_bench_arguments(rounds: int | None = None, min_run_time: float | None = None,
+                          workdir: os.PathLike | str | None = None, seed: int = 0, threads: int | None = None,
+                          workers: int = 0) -> Path:
+    """``ValueError`` naming the first bad argument of :func:`run_bench`, ``OutputPathError`` for an artifact folder
+    that cannot be written; returns that folder. Called before any training (a negative ``min_run_time`` used to
+    fail after 175 s of it, an unwritable ``workdir`` after 31 s)."""
+    if rounds is not None:
+        check_int("rounds", rounds, 1)
+    if min_run_time is not None:
+        check_number("min_run_time", min_run_time, 0.0, 3600.0, low_open=True)
+    check_int("seed", seed, 0)
+    if threads is not None:
+        check_int("threads", threads, 1)
+    check_int("workers", workers, 0)
+    return ensure_writable_dir(default_workdir() if workdir is None else workdir, "artifact folder (workdir)")
+
+
 def run_bench(smoke: bool = False, rounds: int | None = None, min_run_time: float | None = None,
               workdir: Path | None = None, seed: int = 0, threads: int | None = None,
               compile_backend: str = "inductor", workers: int = 0, reuse: bool = False) -> dict[str, Any]:
@@ -94,8 +115,9 @@ def run_bench(smoke: bool = False, rounds: int | None = None, min_run_time: floa
     ``<runtime>_<precision>_b<bs>`` speedups vs eager fp32, ``size_<name>`` (size on disk / fp32 state dict),
     ``acc_delta_<name>`` (accuracy points vs eager fp32), ``ms_<name>_b<bs>``, XNNPACK partitions before/after the
     attention rewrite, the best int8 deployment, which bars it meets and ``bars_measured_on`` (the CPU).
+    Every argument and the artifact folder are checked first: a bad one fails before minutes of training.
     """
-
+    check_bench_arguments(rounds, min_run_time, workdir, seed, threads, workers)
     started = time.time()
     load_start = load_average()  # other processes, before this one adds its own exports
     machine = machine_info()
