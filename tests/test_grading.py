@@ -271,8 +271,9 @@ def test_sandbox_hides_files_network_and_writes(graded):
 
 def test_patched_check_machinery_fails_and_is_flagged(graded):
     rows = graded[0]
-    (row,) = [r for r in rows["patcher"] if r["exercise"] == "1" and r["notebook"] == "01_fixture.ipynb"]
-    assert (row["points"], row["status"]) == ("0", "failed") and "FLAGGED FOR REVIEW" in row["message"]
+    (row,) = [r for r in rows["patcher"] if r["exercise"] == "1" and r["notebook"] == "01_fixture.ipynb"
+              and r["max_points"] != "0"]
+    assert (row["points"], row["status"]) == ("0", "tampered") and "FLAGGED FOR REVIEW" in row["message"]
     assert "exercise.__exit__" in row["message"]
 
 

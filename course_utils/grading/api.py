@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -43,10 +47,28 @@ def _count(name: str, value: object) -> int:
     return value
 
 
-def _seconds(name: str, value: object) -> float:
+def _seconds(name: str, value: object, unit: str = "seconds") -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name}={value!r} is not valid; it must be a number of seconds > 0")
+        raise ValueError(f"{name}={value!r} is not valid; it must be a number of {unit} > 0")
     return float(value)
+
+
+def _writable_folder(name: str, value: object) -> Path:
+    """``value`` as a folder the grader can write to (created if missing); ValueError naming ``name`` otherwise,
+    before any kernel starts."""
+    path = check_path(name, value)
+    assert path is not None
+    path = path.expanduser().resolve()
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{name}={value}: is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe_file = path / f".grading-write-test-{os.getpid()}"
+        probe_file.write_text("")
+        probe_file.unlink()
+    except OSError as e:
+        raise ValueError(f"{name}={value}: cannot write there ({e.strerror or e})") from e
+    return path
 
 
 def _folder(name: str, value: object) -> Path:
@@ -59,7 +81,7 @@ def _folder(name: str, value: object) -> Path:
 
 def limits(timeout_cell: float = 60.0, timeout_notebook: float = 600.0, memory_gb: float = 6.0) -> Limits:
     """Checked :class:`Limits` (ValueError naming the parameter)."""
-    memory = _seconds("memory_gb", memory_gb)
+    memory = _seconds("memory_gb", memory_gb, "gigabytes")
     return Limits(_seconds("timeout_cell", timeout_cell), _seconds("timeout_notebook", timeout_notebook),
                   int(memory * (1 << 30)))
 
@@ -130,6 +152,48 @@ def _grade_one(student: str, path: Path, layout: Layout, lim: Limits, hide: list
     return rows, outcome.executed
 
 
+@contextlib.contextmanager
+def _no_termination():
+    """Hold SIGTERM (delivered right after) while the outputs are written."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+
+
+def preflight() -> None:
+    """The grader's own set-up, checked before any kernel starts: the grading kernel's Python must import the
+    course package, its check machinery and ipykernel. ``GraderError`` (one line) otherwise: an environment
+    problem is never graded as the students' error."""
+    import subprocess
+    import tempfile
+
+    from .runner import GraderError
+    from .sandbox import kernel_environment
+
+    try:
+        from jupyter_client.kernelspec import KernelSpecManager
+
+        argv = KernelSpecManager().get_kernel_spec("python3").argv
+        python = sys.executable if not argv or argv[0] in ("python", "python3", "{python}") else argv[0]
+    except Exception as e:  # noqa: BLE001 - no kernel spec at all is an environment problem too
+        raise GraderError(f"no 'python3' Jupyter kernel is installed ({type(e).__name__}: {e})") from e
+    with tempfile.TemporaryDirectory(prefix="course-preflight-") as work:
+        env = kernel_environment(work)
+        try:
+            done = subprocess.run([python, "-c", "import ipykernel, course_utils.checks, course_utils.grading.guard"],
+                                  capture_output=True, text=True, timeout=120, env=env, cwd=work)
+        except (OSError, subprocess.SubprocessError) as e:
+            raise GraderError(f"the grading kernel's Python ({python}) cannot run: {e}") from e
+    if done.returncode != 0:
+        last = (done.stderr.strip().split("\n") or ["no message"])[-1]
+        raise GraderError(f"the grading kernel's Python ({python}) cannot import the course package: {last}")
+
+
 def grade(submissions: os.PathLike | str, out: os.PathLike | str, jobs: int = 2, timeout_cell: float = 60.0,
           timeout_notebook: float = 600.0, notebooks_dir: os.PathLike | str = NOTEBOOKS, memory_gb: float = 6.0,
           sandbox: bool = True) -> GradeReport:
@@ -145,10 +209,12 @@ def grade(submissions: os.PathLike | str, out: os.PathLike | str, jobs: int = 2,
         raise ValueError(f"out={out} is inside submissions={submissions}; choose a folder outside it")
     workers, lim, series = _count("jobs", jobs), limits(timeout_cell, timeout_notebook, memory_gb), \
         layouts(notebooks_dir)
+    target = _writable_folder("out", out)
     students = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not students:
         raise ValueError(f"submissions={submissions}: no student folders in it (expected e.g. alice/01_....ipynb)")
     box = probe(sandbox)
+    preflight()
     hide = [str(_folder("notebooks_dir", notebooks_dir)), str(root), str(target)]
     done = _run_all(workers, [(_grade_one, (s.name, s / layout.name, layout, lim, hide, sandbox))
                               for s in students for layout in series])
@@ -156,8 +222,10 @@ def grade(submissions: os.PathLike | str, out: os.PathLike | str, jobs: int = 2,
     executed = {(s.name, layout.name): nb for (s, layout), (_, nb) in
                 zip([(s, layout) for s in students for layout in series], done) if nb is not None}
     seconds = time.monotonic() - started
-    write_outputs(target, rows, executed, {"protections": box.describe(), "warnings": list(box.warnings),
-                                           "seconds": round(seconds, 1), "jobs": workers, "limits": vars(lim)})
+    with _no_termination():  # a SIGTERM now waits until every file is written: never half a gradebook
+        write_outputs(target, rows, executed, {"protections": box.describe(), "warnings": list(box.warnings),
+                                               "seconds": round(seconds, 1), "jobs": workers,
+                                               "limits": vars(lim)})
     return GradeReport(rows, target, seconds, box.describe(), list(box.warnings))
 
 
@@ -167,6 +235,7 @@ def validate(notebooks_dir: os.PathLike | str = NOTEBOOKS, jobs: int = 2, timeou
     solutions, and zero as released; the released version must read back as untouched and unattempted."""
     workers, lim, series = _count("jobs", jobs), limits(timeout_cell, timeout_notebook), layouts(notebooks_dir)
     hide = [str(_folder("notebooks_dir", notebooks_dir))]
+    preflight()
     problems: list[str] = []
     for layout in series:
         back = read_submission(layout, student_notebook(layout))

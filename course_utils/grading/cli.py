@@ -1,12 +1,15 @@
 """``python -m course_utils.grading {release,grade,validate,check}``.
 
 Exit status: 0 when the command ran (whatever the students scored), 1 when ``validate`` finds a problem or the
-grader itself cannot run, 2 for bad input. Problems are one line on stderr.
+grader itself cannot run (its environment is checked before any kernel starts), 2 for bad input (every argument is
+checked before any kernel starts), 143 on SIGTERM (every kernel's process group is killed, nothing is written).
+Problems are one line on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections import Counter
 from pathlib import Path
@@ -48,6 +51,21 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that every box is killed on the way out (exit status 143)."""
+
+
+def _terminate_like_interrupt():
+    """Make SIGTERM unwind like Ctrl-C (the grader kills every kernel's process group on the way out); returns the
+    previous handler, or None where signals cannot be set (not the main thread)."""
+    def handler(signum, frame):
+        raise Terminated()
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:
+        return None
+
+
 def _warn(warnings: list[str]) -> None:
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
@@ -59,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0].startswith("--") and argv[0] != "--help":
         argv = ["release", *argv]  # the old interface: ``python -m course_utils.grading --out student``
     args = _parser().parse_args(argv)
+    previous = _terminate_like_interrupt()
     if getattr(args, "local_workers", None) is not None and args.local_workers < 1:
         print(f"error: --local-workers {args.local_workers} is not valid; it must be >= 1", file=sys.stderr)
         return 2
@@ -110,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     except (GraderError, OSError) as e:
         print(f"grader error: {e}", file=sys.stderr)
         return 1
+    except Terminated:
+        print("terminated: every grading kernel was stopped; nothing was written", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("interrupted: every grading kernel was stopped", file=sys.stderr)
         return 130
@@ -117,4 +139,6 @@ def main(argv: list[str] | None = None) -> int:
         from .. import cluster
 
         cluster.disconnect()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0

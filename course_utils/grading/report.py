@@ -64,18 +64,18 @@ def _md(text: str) -> str:
 
 def feedback_text(student: str, rows: list[Row]) -> str:
     """A student's Markdown feedback: per notebook, each exercise's points and what went wrong."""
-    graded = [r for r in rows if r.status != TAMPERED]
+    graded = [r for r in rows if r.status != TAMPERED or r.max_points > 0]  # a tampered exercise counts, at 0
     total, best = sum(r.points for r in graded), sum(r.max_points for r in graded)
     lines = [f"# Feedback for {student}", "", f"Total: **{number(total)} / {number(best)}** points.", ""]
     for notebook in dict.fromkeys(r.notebook for r in rows):
         mine = [r for r in rows if r.notebook == notebook]
-        scored = [r for r in mine if r.status != TAMPERED]
+        scored = [r for r in mine if r.status != TAMPERED or r.max_points > 0]
         lines += [f"## {notebook}: {number(sum(r.points for r in scored))} / "
                   f"{number(sum(r.max_points for r in scored))}", "",
                   "| Exercise | Points | Status | Message |", "|---|---|---|---|"]
         lines += [f"| {r.exercise} | {number(r.points)} / {number(r.max_points)} | {r.status} | {_md(r.message)} |"
                   for r in scored]
-        notes = [r for r in mine if r.status == TAMPERED]
+        notes = [r for r in mine if r.status == TAMPERED and r.max_points == 0]
         if notes:
             lines += ["", "Changes outside the solution blocks (not graded; the instructor's cells were run):", ""]
             lines += [f"- {('exercise ' + r.exercise + ': ') if r.exercise else ''}{_md(r.message)}" for r in notes]

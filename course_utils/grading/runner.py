@@ -118,24 +118,24 @@ def _tail(stream: Any, keep: list[bytes]) -> None:
 
 
 def execute(cells: list[str], roles: list[str], limits: Limits, sandbox: Sandbox,
-            hide: list[str], kernel_name: str = "python3") -> RunResult:
+            hide: list[str], kernel_name: str = "python3", guard_key: str = "") -> RunResult:
     """Run the sources ``cells`` (whose ``roles`` are "setup", "exercise" or "check") in one sandboxed worker."""
     if _STOP.is_set():
         raise GraderError("grading was stopped")
     slot = _take_slot()
     user = [sandbox.user[0] + slot, sandbox.user[1]] if sandbox.user else None
     try:
-        return _execute(cells, roles, limits, sandbox, hide, kernel_name, user)
+        return _execute(cells, roles, limits, sandbox, hide, kernel_name, user, guard_key)
     finally:
         with _LOCK:
             _SLOTS.discard(slot)
 
 
 def _execute(cells: list[str], roles: list[str], limits: Limits, sandbox: Sandbox, hide: list[str],
-             kernel_name: str, user: list[int] | None) -> RunResult:
+             kernel_name: str, user: list[int] | None, guard_key: str = "") -> RunResult:
     scratch = None if sandbox.mounts else tempfile.mkdtemp(prefix="course-grade-")
     request = {"cells": cells, "mounts": mount_plan(hide) if sandbox.mounts else None, "user": user,
-               "workdir": scratch, "kernel_name": kernel_name,
+               "workdir": scratch, "kernel_name": kernel_name, "guard_key": guard_key,
                "max_output": limits.max_output, "startup": min(120.0, limits.notebook_seconds),
                "limits": {"memory_bytes": limits.memory_bytes, "file_bytes": limits.file_bytes,
                           "open_files": limits.open_files, "processes": limits.processes}}

@@ -2,12 +2,17 @@
 
 Levels, best first (``probe`` picks the best that works and says what is missing):
 
-* ``unshare --net --mount --pid --fork`` as root, the kernel run as an unprivileged uid of its own: no network, a
-  private ``/tmp``, the repository, the home folders, the instructor's notebooks, the submissions and the output
-  folder hidden under empty tmpfs mounts (only ``course_utils`` and the Python installation are mounted back,
-  read-only), the whole box killed with its namespace's first process, no write access to the rest of the disk.
-* the same namespaces inside a user namespace (``unshare --user --map-root-user``) when not root: the same
-  hiding, but the kernel keeps the grading user's rights on the rest of the file system.
+* ``unshare --net --mount --pid --fork`` as root, the kernel run as an unprivileged uid of its own: no network, and
+  a new root file system built from an allow-list (:func:`mount_plan`): the system folders (``/usr``, ``/etc``, the
+  ``/bin``, ``/lib``... links), the Python installation and ``course_utils``, all read-only; a fresh ``/proc`` (the
+  box's own processes), a read-only ``/sys``, a minimal ``/dev`` and private ``/tmp``, ``/var/tmp`` and
+  ``/dev/shm``, in which the kernel's working folder lives. Nothing else of the host's file system (the repository,
+  the home folders, the submissions, any copy of the instructor's notebooks anywhere) exists in the box. The whole
+  box is killed with its namespace's first process.
+* the same namespaces inside a user namespace (``unshare --user --map-root-user``) when not root: a deny-list
+  instead, the repository, the home folders, the instructor's notebooks, the submissions and the output folder
+  hidden under empty tmpfs mounts (``course_utils`` and the Python installation mounted back, read-only); the kernel
+  keeps the grading user's rights on the rest of the file system.
 * no namespaces at all: only resource limits, a fresh folder and a clean environment (a warning says so).
 """
 
@@ -21,6 +26,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..paths import REPO_ROOT
 
@@ -30,6 +36,11 @@ HOME_FOLDERS = ("/root", "/home")
 SYSTEM = ("/", "/usr", "/lib", "/lib64", "/bin", "/sbin", "/etc", "/dev", "/proc", "/sys", "/var", "/run", "/opt")
 #: World-writable places replaced by private tmpfs mounts inside a box.
 SCRATCH = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
+#: The host's system folders in an allow-list box, read-only (a symbolic link, such as ``/bin -> usr/bin``, is copied
+#: as a link). Anything else the kernel needs is added by :func:`allowed_paths`.
+ALLOWED_SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
+#: Device nodes of an allow-list box's /dev (bound from the host's).
+DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 #: Kernels run as uid BOX_UID + slot (one slot per box running at the same time): an unprivileged uid of their own,
 #: so the per-user process limit of one student's box cannot be used up by another's fork bomb.
 BOX_UID = 1_900_000_000
@@ -78,8 +89,8 @@ def probe(enabled: bool = True) -> Sandbox:
     root = os.geteuid() == 0
     if root and _works(spaces):
         return Sandbox(tuple(spaces), True, True, (BOX_UID, _unprivileged_group()),
-                       ("no network (network namespace)", "private /tmp and hidden repository, home folders, "
-                        "notebooks, submissions and output (mount namespace)",
+                       ("no network (network namespace)", "a root file system of its own with only the system "
+                        "folders, Python and course_utils (read-only) and a private /tmp (mount namespace)",
                         "whole box killed at once (pid namespace)",
                         f"kernel runs as an unprivileged uid of its own ({BOX_UID}+slot, group {NOGROUP})",
                         "memory, file-size and process limits"))
@@ -103,10 +114,57 @@ def _is_system(path: Path) -> bool:
     return any(path == Path(s) or path in Path(s).parents for s in SYSTEM)
 
 
-def mount_plan(extra_hidden: list[os.PathLike | str]) -> dict[str, list[str]]:
-    """``{"scratch": [...], "hide": [...], "keep": [...]}`` for the worker: world-writable folders to replace by
-    private tmpfs mounts, folders to cover with an empty read-only tmpfs (outermost first), and the folders inside
-    those to mount back read-only (the course package and the Python installation)."""
+def _outermost(paths: set[Path]) -> list[Path]:
+    """``paths`` without those inside another, shortest first."""
+    ordered = sorted(paths, key=lambda p: (len(p.parts), str(p)))
+    kept: list[Path] = []
+    for path in ordered:
+        if not any(k == path or k in path.parents for k in kept):
+            kept.append(path)
+    return kept
+
+
+def allowed_paths() -> list[tuple[str, str]]:
+    """``(source, target)`` folders bound read-only into an allow-list box besides :data:`ALLOWED_SYSTEM`: the Python
+    installation (``sys.prefix`` and ``sys.base_prefix``, which may live in a home folder), the course package (an
+    editable install points into the repository: only the package folder, never the repository) and the folders of
+    ``LD_LIBRARY_PATH`` (the kernel inherits it). Each is bound at its own path and, when that differs, at the path
+    it resolves to, so symbolic links into it keep working."""
+    import course_utils
+
+    wanted: dict[Path, Path] = {}
+    folders = [Path(course_utils.__file__).parent, Path(sys.prefix), Path(sys.base_prefix)]
+    folders += [Path(p) for p in os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep) if os.path.isabs(p)]
+    for folder in folders:
+        if folder.is_dir():
+            real = folder.resolve()
+            wanted.setdefault(Path(os.path.abspath(folder)), real)
+            wanted.setdefault(real, real)
+    system = {Path(s) for s in ALLOWED_SYSTEM}
+    targets = [t for t in _outermost(set(wanted)) if not any(s == t or s in t.parents for s in system)
+               and t != Path("/")]
+    return [(str(wanted[t]), str(t)) for t in targets]
+
+
+def mount_plan(extra_hidden: list[os.PathLike | str]) -> dict[str, Any]:
+    """The worker's mount plan.
+
+    As root (the kernel runs as an uid of its own): ``{"root": {...}}``, a new root built from an allow-list
+    (``system``: :data:`ALLOWED_SYSTEM` folders, ``keep``: :func:`allowed_paths`, ``devices``: :data:`DEVICES`,
+    ``scratch``: private tmpfs folders); ``extra_hidden`` needs no mention, it is simply not there.
+
+    Otherwise (in a user namespace, see :func:`probe`), ``{"scratch": [...], "hide": [...], "keep": [...]}``: the
+    deny-list: world-writable folders to replace by private tmpfs mounts, folders to cover with an empty read-only
+    tmpfs (outermost first), and the folders inside those to mount back read-only (the course package and the
+    Python installation)."""
+    if probe().user is not None:
+        return {"root": {"system": [s for s in ALLOWED_SYSTEM if os.path.lexists(s)], "keep": allowed_paths(),
+                         "devices": [d for d in DEVICES if os.path.exists(f"/dev/{d}")],
+                         "scratch": ["/tmp", "/var/tmp", "/dev/shm"]}}
+    return _deny_plan(extra_hidden)
+
+
+def _deny_plan(extra_hidden: list[os.PathLike | str]) -> dict[str, list[str]]:
     import course_utils
 
     keep = {Path(course_utils.__file__).resolve().parent, Path(sys.prefix).resolve(),

@@ -21,7 +21,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC = 1, 2, 4, 32, 4096, 16384
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_MOVE, MS_REC = 1, 2, 4, 8, 32, 4096, 8192, 16384
+MNT_DETACH = 2
+SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
 PR_SET_DUMPABLE = 4
 TAIL = 4096
 
@@ -37,7 +39,77 @@ def _mount(source: str | None, target: str, fstype: str | None, flags: int, data
         raise OSError(err, f"mount {source or fstype} on {target}: {os.strerror(err)}")
 
 
-def isolate(plan: dict[str, list[str]]) -> list[str]:
+def _bind(source: str, target: str, writable: bool = False) -> None:
+    """Bind ``source`` (with what is mounted inside it) on ``target``, read-only unless ``writable``."""
+    _mount(source, target, None, MS_BIND | MS_REC)
+    flags = MS_REMOUNT | MS_BIND | MS_NOSUID | (0 if writable else MS_RDONLY)
+    try:
+        _mount(None, target, None, flags | MS_NODEV)
+    except PermissionError:  # a source mounted nodev/noexec... keeps those flags; read-only is what matters
+        _mount(None, target, None, flags | MS_NODEV | MS_NOEXEC)
+
+
+def _enter(new_root: str) -> None:
+    """Make ``new_root`` this process's ``/`` and drop the old root from the mount namespace altogether."""
+    os.chdir(new_root)
+    number = SYS_PIVOT_ROOT.get(os.uname().machine)
+    libc = _libc()
+    if number is not None and libc.syscall(number, b".", b".") == 0:  # old root stacked on the new: detach it
+        if libc.umount2(b".", MNT_DETACH) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"umount old root: {os.strerror(err)}")
+    else:  # "/" not a mount point (some containers): move the new root over it, as switch_root does
+        _mount(new_root, "/", None, MS_MOVE)
+        os.chroot(".")
+    os.chdir("/")
+
+
+def build_root(plan: dict[str, Any]) -> list[str]:
+    """Build the box's root file system from the plan's allow-list (see :func:`.sandbox.mount_plan`) on a tmpfs and
+    move into it; returns what the box contains (for the report)."""
+    sources = {src: os.open(src, os.O_PATH | os.O_DIRECTORY) for src, _ in plan["keep"]}  # even if in /tmp
+    _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=700,size=1m")  # private: the host's /tmp untouched
+    new = "/tmp/root"
+    os.mkdir(new, 0o755)
+    _mount("tmpfs", new, "tmpfs", MS_NOSUID | MS_NODEV, "mode=755,size=4m")
+    inside = lambda path: os.path.join(new, path.lstrip("/"))  # noqa: E731
+    for folder in plan["system"]:
+        if os.path.islink(folder):
+            os.symlink(os.readlink(folder), inside(folder))
+        elif os.path.isdir(folder):
+            os.makedirs(inside(folder), exist_ok=True)
+            _bind(folder, inside(folder))
+    os.makedirs(inside("/proc"))
+    _mount("proc", inside("/proc"), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)  # this pid namespace's processes
+    os.makedirs(inside("/sys"))
+    try:
+        _mount("sysfs", inside("/sys"), "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    except OSError:
+        pass  # only hardware facts (CPU counts) live there; libraries fall back to /proc
+    dev = inside("/dev")
+    os.makedirs(dev)
+    _mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=755,size=64k")
+    for name in plan["devices"]:
+        open(os.path.join(dev, name), "w").close()
+        _mount(f"/dev/{name}", os.path.join(dev, name), None, MS_BIND)
+    for name, link in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+                       ("stderr", "/proc/self/fd/2")):
+        os.symlink(link, os.path.join(dev, name))
+    for folder in plan["scratch"]:  # before the kept folders: a Python in /tmp goes on top
+        os.makedirs(inside(folder), exist_ok=True)
+        _mount("tmpfs", inside(folder), "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=1g")
+    for source, target in plan["keep"]:
+        os.makedirs(inside(target), exist_ok=True)
+        _bind(f"/proc/self/fd/{sources[source]}", inside(target))
+    for fd in sources.values():
+        os.close(fd)
+    _enter(new)
+    for folder, flags in (("/dev", MS_NOEXEC), ("/", MS_NODEV)):  # only the scratch folders writable from now on
+        _mount(None, folder, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | flags)
+    return sorted({*plan["system"], *(t for _, t in plan["keep"]), "/proc", "/sys", "/dev", *plan["scratch"]})
+
+
+def isolate(plan: dict[str, Any]) -> list[str]:
     """Replace the scratch folders with private tmpfs mounts, cover the hidden folders with empty read-only tmpfs
     mounts and mount the kept folders back read-only; returns what was hidden (for the report)."""
     keep_fds = {k: os.open(k, os.O_PATH | os.O_DIRECTORY) for k in plan["keep"] if os.path.isdir(k)}
@@ -169,10 +241,19 @@ def execute_cell(km: Any, kc: Any, source: str, cell: Cell) -> dict[str, Any] | 
 def run(request: dict[str, Any], workdir: str, report: _Reporter) -> None:
     """Execute the request's cells one by one in a fresh kernel, reporting as it goes."""
     from ..kernels import kernel_manager
+    from .guard import KEY_ENV
     from .sandbox import kernel_environment
 
     user = request.get("user")
     env = kernel_environment(workdir)
+    if request.get("guard_key"):  # read and deleted by the guard in the kernel's first cell, before any student code
+        key_file = os.path.join(workdir, ".guard-key")
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(bytes.fromhex(request["guard_key"]))
+        if user is not None:
+            os.chown(key_file, *user)
+        env[KEY_ENV] = key_file
     for key in ("TMPDIR", "IPYTHONDIR", "MPLCONFIGDIR", "XDG_CACHE_HOME", "JUPYTER_RUNTIME_DIR"):
         os.makedirs(env[key], exist_ok=True)
         if user is not None:
@@ -209,7 +290,9 @@ def main() -> int:
     report = _Reporter(channel)
     try:
         _libc().prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)  # the kernel must not read this process's memory
-        hidden = isolate(request["mounts"]) if request.get("mounts") else []
+        mounts = request.get("mounts") or {}
+        hidden = ["/ (all but the allow-list: " + ", ".join(build_root(mounts["root"])) + ")"] if "root" in mounts \
+            else isolate(mounts) if mounts else []
         if request.get("mounts"):  # temporary files (the kernel's connection folder) in the private /tmp
             os.environ["TMPDIR"] = "/tmp"
             tempfile.tempdir = None
