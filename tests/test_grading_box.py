@@ -5,31 +5,18 @@ marks. Needs root and a mount namespace (``grading.probe()``), like the box it t
 
 from __future__ import annotations
 
-import copy
 import shutil
 import uuid
 from pathlib import Path
 
 import nbformat
 import pytest
+from test_grading import CORRECT, FULL, _fill  # the fixture notebook's solutions and its filler
 
 from course_utils import grading
 from course_utils.grading import cli
 
 INSTRUCTOR = Path(__file__).parent / "fixtures" / "grading" / "instructor"
-CORRECT = {"ex1": "    return x * x", "ex2": "    return sum(values) / len(values)",
-           "ex3": "    if x < lo:\n        return lo\n    return min(x, hi)"}
-FULL = {"1": ("1", "passed"), "2": ("2", "passed"), "3": ("1", "passed")}
-
-
-def _fill(nb: nbformat.NotebookNode, **solutions: str) -> nbformat.NotebookNode:
-    nb = copy.deepcopy(nb)
-    for cell in nb.cells:
-        if cell.id in solutions:
-            stub = next(line for line in cell.source.split("\n") if "NotImplementedError" in line)
-            cell.source = "\n".join(line for line in cell.source.split("\n") if line != stub) \
-                .replace("):", "):\n" + solutions[cell.id], 1)
-    return nb
 
 
 @pytest.fixture
