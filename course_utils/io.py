@@ -104,22 +104,33 @@ def _remove_partial_and_die(signum: int, frame: Any) -> None:
     os.kill(os.getpid(), signum)
 
 
-@contextmanager
-def _guard() -> Iterator[None]:
-    """While the block runs, an ending signal whose action is the default one (the process dies without running
-    ``finally`` blocks) first removes the temporary files. Only the main thread can set handlers; a handler someone
-    else installed (the CLIs raise an exception, which runs ``finally``) is left alone."""
+def _default_ending_signals() -> list[int]:
+    """The ending signals whose action is still the default one, or none outside the main thread (only it can set
+    handlers). A handler someone else installed is theirs: it is left alone."""
     if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    mine = [s for s in ENDING_SIGNALS if signal.getsignal(s) == signal.SIG_DFL]
-    for s in mine:
-        signal.signal(s, _remove_partial_and_die)
+        return []
+    return [s for s in ENDING_SIGNALS if signal.getsignal(s) == signal.SIG_DFL]
+
+
+@contextmanager
+def _handling(signals: list[int], handler: Any) -> Iterator[None]:
+    """Within the block, ``handler`` answers ``signals``; the default action comes back afterwards."""
+    for s in signals:
+        signal.signal(s, handler)
     try:
         yield
     finally:
-        for s in mine:
+        for s in signals:
             signal.signal(s, signal.SIG_DFL)
+
+
+@contextmanager
+def _guard() -> Iterator[None]:
+    """While the block runs, an ending signal whose action is the default one (the process dies without running
+    ``finally`` blocks) first removes the temporary files; a handler someone else installed (the CLIs raise an
+    exception, which runs ``finally``) is left alone."""
+    with _handling(_default_ending_signals(), _remove_partial_and_die):
+        yield
 
 
 # ------------------------------------------------------------------------------ ending a run
@@ -157,19 +168,11 @@ def terminate_on_signals() -> Iterator[bool]:
     process on the spot (which skips every ``finally`` and leaves the workers running). Yields whether the handlers
     were installed: only the main thread can, and only where the default action is in force (a handler someone
     else installed is theirs). The previous handlers come back afterwards."""
-    if threading.current_thread() is not threading.main_thread():
-        yield False
-        return
-    mine = [s for s in ENDING_SIGNALS if signal.getsignal(s) == signal.SIG_DFL]
+    mine = _default_ending_signals()
     if mine:
         _RECEIVED.clear()
-    for s in mine:
-        signal.signal(s, _raise_terminated)
-    try:
+    with _handling(mine, _raise_terminated):
         yield bool(mine)
-    finally:
-        for s in mine:
-            signal.signal(s, signal.SIG_DFL)
 
 
 def end_processes(pids: Sequence[int], grace: float = 5.0) -> list[int]:

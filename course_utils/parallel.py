@@ -45,13 +45,7 @@ from typing import Any, Protocol
 import torch
 from tqdm.auto import tqdm
 
-from .io import (  # noqa: F401 - part of this module's interface: the CLIs and notebooks end runs through it
-    ENDING_SIGNALS,
-    Terminated,
-    end_processes,
-    ending_signal,
-    terminate_on_signals,
-)
+from .io import Terminated, end_processes, ending_signal, terminate_on_signals
 
 #: Set in worker processes, so a call that itself uses :func:`run` stays sequential there.
 WORKER_FLAG = "COURSE_PARALLEL_WORKER"

@@ -29,7 +29,6 @@ import json
 import os
 import platform
 import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -42,7 +41,7 @@ from typing import Any
 from . import parallel, results
 from .args import check_choice
 from .baselines import DEFAULT_ALPHA
-from .io import atomic_write_text, ensure_writable_dir, ensure_writable_file
+from .io import Terminated, atomic_write_text, ending_signal, ensure_writable_dir, terminate_on_signals
 from .paths import REPO_ROOT
 
 FAMILIES = {"vit": ("dyt", "layernorm"), "cnn": ("dyt", "batchnorm")}
@@ -291,6 +290,14 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _stopped(ending: Terminated | None) -> int:
+    """Say how the sweep ended early (Ctrl-C, or the signal that ended it) and return the exit status."""
+    how = str(ending) if ending is not None else "interrupted"
+    print(f"\nsweep {how}: its workers are ended, finished tasks are recorded; run the same command again to go on",
+          file=sys.stderr)
+    return ending.exit_status if ending is not None else 130
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     p = _parser()
@@ -317,7 +324,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if scheduler and not scheduler.startswith(("tcp://", "tls://")):
             raise ValueError(f"--scheduler {scheduler!r} is not valid; give an address such as tcp://HOST:8786")
         store = Path(a.store) if a.store else (REPO_ROOT / "runs" / "sweep" / "smoke.json" if a.smoke else REFERENCE)
-        ensure_writable_file(store, "results store")
         ckpt = Path(a.checkpoint_dir) if a.checkpoint_dir else SWEEP_CHECKPOINTS
         ensure_writable_dir(ckpt, "checkpoint folder")
         results.check_writable(store)
@@ -329,7 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as e:
         p.error(str(e))
     os.environ["COURSE_CHECKPOINT_DIR"] = str(ckpt.resolve())
-    with parallel.terminate_on_signals():  # SIGTERM/SIGHUP: the same clean-up as Ctrl-C, no worker left behind
+    with terminate_on_signals():  # SIGTERM/SIGHUP: the same clean-up as Ctrl-C, no worker left behind
         try:
             if a.local_workers is not None:
                 cluster.connect(local_workers=a.local_workers)
@@ -339,11 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                          workers=a.workers, alpha_seeds=a.alpha_seeds, argv=argv)
         except KeyboardInterrupt as e:
             parallel.shutdown(kill=True)
-            how = f"stopped by {signal.Signals(e.signum).name}" if isinstance(e, parallel.Terminated) else \
-                "interrupted"
-            print(f"\nsweep {how}: its workers are ended, finished tasks are recorded; run the same command again "
-                  "to go on", file=sys.stderr)
-            return e.exit_status if isinstance(e, parallel.Terminated) else 130
+            return _stopped(e if isinstance(e, Terminated) else None)
         except RowsNotRecorded as e:
             print(f"sweep failed: {e}", file=sys.stderr)
             if e.side_file is None:
@@ -353,10 +355,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"sweep failed: --scheduler: {e}", file=sys.stderr)
             return 2
         except parallel.JobError as e:
-            if (signum := parallel.ending_signal()) is not None:  # its workers died of the signal we got
-                print(f"\nsweep stopped by {signal.Signals(signum).name}: its workers are ended, finished tasks "
-                      "are recorded; run the same command again to go on", file=sys.stderr)
-                return 128 + signum
+            if (signum := ending_signal()) is not None:  # its workers died of the signal we got
+                return _stopped(Terminated(signum))
             print(f"sweep failed: {e}; finished tasks are recorded, a rerun goes on from them", file=sys.stderr)
             return 1
         finally:

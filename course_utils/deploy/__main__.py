@@ -35,18 +35,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--workers {args.workers} is not valid; it must be >= 0 (0: one process per CPU core)")
     if args.min_run_time is not None and not 0 < args.min_run_time <= 3600:  # NaN fails too
         parser.error(f"--min-run-time {args.min_run_time} is not valid; it must be a number of seconds in (0, 3600]")
-    from ..io import OutputPathError, ensure_writable_dir  # checked before minutes of training, not after
+    from ..io import OutputPathError
+    from .bench import check_bench_arguments, run_bench
 
-    try:
-        if args.workdir is not None:
-            ensure_writable_dir(args.workdir, "--workdir")
-        else:
-            from .common import default_workdir
-
-            ensure_writable_dir(default_workdir(), "artifact folder (default --workdir)")
+    try:  # the artifact folder is checked before minutes of training, not after
+        check_bench_arguments(workdir=args.workdir)
     except (OutputPathError, ValueError) as e:
-        parser.error(str(e))
-    from .bench import run_bench
+        parser.error(f"--workdir: {e}")
 
     with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON line only (training notes go to stderr)
         result = run_bench(smoke=args.smoke, rounds=args.rounds, min_run_time=args.min_run_time,

@@ -9,11 +9,11 @@ Problems are one line on stderr.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from collections import Counter
 from pathlib import Path
 
+from ..io import Terminated, terminate_on_signals
 from ..paths import REPO_ROOT, display_path, relative
 from . import api
 from .core import PASSED
@@ -51,21 +51,6 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
-class Terminated(BaseException):
-    """SIGTERM, raised in the main thread so that every box is killed on the way out (exit status 143)."""
-
-
-def _terminate_like_interrupt():
-    """Make SIGTERM unwind like Ctrl-C (the grader kills every kernel's process group on the way out); returns the
-    previous handler, or None where signals cannot be set (not the main thread)."""
-    def handler(signum, frame):
-        raise Terminated()
-    try:
-        return signal.signal(signal.SIGTERM, handler)
-    except ValueError:
-        return None
-
-
 def _warn(warnings: list[str]) -> None:
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
@@ -77,7 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0].startswith("--") and argv[0] != "--help":
         argv = ["release", *argv]  # the old interface: ``python -m course_utils.grading --out student``
     args = _parser().parse_args(argv)
-    previous = _terminate_like_interrupt()
+    with terminate_on_signals():  # SIGTERM/SIGHUP unwind like Ctrl-C: every kernel's box is killed on the way out
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     if getattr(args, "local_workers", None) is not None and args.local_workers < 1:
         print(f"error: --local-workers {args.local_workers} is not valid; it must be >= 1", file=sys.stderr)
         return 2
@@ -129,9 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     except (GraderError, OSError) as e:
         print(f"grader error: {e}", file=sys.stderr)
         return 1
-    except Terminated:
-        print("terminated: every grading kernel was stopped; nothing was written", file=sys.stderr)
-        return 143
+    except Terminated as e:
+        print(f"{e}: every grading kernel was stopped; nothing was written", file=sys.stderr)
+        return e.exit_status
     except KeyboardInterrupt:
         print("interrupted: every grading kernel was stopped", file=sys.stderr)
         return 130
@@ -139,6 +128,4 @@ def main(argv: list[str] | None = None) -> int:
         from .. import cluster
 
         cluster.disconnect()
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
     return 0

@@ -123,8 +123,7 @@ def isolate(plan: dict[str, Any]) -> list[str]:
             hidden.append(folder)
     for folder, fd in keep_fds.items():
         os.makedirs(folder, exist_ok=True)
-        _mount(f"/proc/self/fd/{fd}", folder, None, MS_BIND | MS_REC)
-        _mount(None, folder, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+        _bind(f"/proc/self/fd/{fd}", folder)
         os.close(fd)
     for folder in plan["hide"]:  # read-only from now on: nothing written there can outlive the box anyway
         if folder in hidden:
