@@ -154,15 +154,81 @@ def capture(model: nn.Module, layers: Iterable[str] | FilterFn, kind: str = "out
 
 
 def head_name(model: nn.Module) -> str | None:
-    """Qualified name of the classifier ``head`` whose input is the penultimate feature: ``"head"``, or
-    ``"module.head"`` for a whole-model int8 network inside a ``QuantWrapper``; None when there is none."""
-    for name in ("head", "module.head"):
-        try:
-            model.get_submodule(name)
-            return name
-        except AttributeError:
-            continue
-    return None
+    """Qualified name of the classifier ``head`` whose input is the penultimate feature; None when there is none."""
+    try:
+        model.get_submodule("head")
+        return "head"
+    except AttributeError:
+        return None
+
+
+def graph_owner(node: torch.fx.Node) -> tuple[str, str]:
+    """The innermost module an exported graph's node came from: (qualified name, class name), ("", "") if none."""
+    stack = node.meta.get("nn_module_stack") or {}
+    if not stack:
+        return "", ""
+    path, cls = list(stack.values())[-1]
+    name = path.split("@")[0].replace("L['self'].", "").replace("L__self___", "")
+    return name, (cls if isinstance(cls, str) else cls.__name__).rsplit(".", 1)[-1]
+
+
+def graph_linear(graph_module: torch.fx.GraphModule, name: str) -> torch.fx.Node:
+    """The ``linear`` call of the module ``name`` in an exported (e.g. PT2E int8) graph."""
+    for node in graph_module.graph.nodes:
+        if node.op == "call_function" and "linear" in str(node.target) and graph_owner(node)[0] == name:
+            return node
+    raise ValueError(f"the graph has no linear layer named {name!r}")
+
+
+def graph_constant(graph_module: torch.fx.GraphModule, node: object) -> object:
+    """The value of a node that depends on constants only (a weight and its dequantize), computed."""
+    if not isinstance(node, torch.fx.Node):
+        return node
+    if node.op == "get_attr":
+        value: object = graph_module
+        for part in str(node.target).split("."):
+            value = getattr(value, part)
+        return value
+    if node.op != "call_function":
+        raise ValueError(f"node {node.name} depends on the input: not a constant")
+    args = [graph_constant(graph_module, a) for a in node.args]
+    return node.target(*args, **{k: graph_constant(graph_module, v) for k, v in node.kwargs.items()})
+
+
+def head_linear(model: nn.Module) -> nn.Linear | None:
+    """The classifier head as a plain fp32 ``nn.Linear`` (weights as the model computes with them), for eager and
+    exported models alike; None when the model has no head."""
+    name = head_name(model)
+    if name is None:
+        return None
+    if not isinstance(model, torch.fx.GraphModule):
+        return as_float_linear(model.get_submodule(name))
+    node = graph_linear(model, name)
+    w = graph_constant(model, node.args[1])
+    b = graph_constant(model, node.args[2]) if len(node.args) > 2 else None
+    out = nn.Linear(w.shape[1], w.shape[0], bias=b is not None)
+    with torch.no_grad():
+        out.weight.copy_(w.float())
+        if b is not None:
+            out.bias.copy_(b.float())
+    return out
+
+
+@torch.no_grad()
+def graph_with_features(graph_module: torch.fx.GraphModule, head: str = "head") -> torch.fx.GraphModule:
+    """A copy of an exported graph that returns ``(logits, features)``: the features are the (dequantized) input of
+    the ``head`` layer, as :func:`capture` gives them for an eager model."""
+    gm = copy.deepcopy(graph_module)
+    feature = graph_linear(gm, head).args[0]
+    output = next(n for n in gm.graph.nodes if n.op == "output")
+    logits = output.args[0][0] if isinstance(output.args[0], (tuple, list)) else output.args[0]
+    output.args = ((logits, feature),)
+    info = getattr(gm.graph._codegen, "pytree_info", None)  # an exported graph unflattens its outputs by a spec
+    if info is not None and info.out_spec is not None:
+        gm.graph._codegen.pytree_info = info._replace(out_spec=torch.utils._pytree.tree_structure((0, 0)))
+    gm.graph.lint()
+    gm.recompile()
+    return gm
 
 
 def as_float_linear(module: nn.Module) -> nn.Linear:
@@ -170,7 +236,7 @@ def as_float_linear(module: nn.Module) -> nn.Linear:
 
     Analyses that need a layer's matrix (ViM's principal subspace, say) then work on every model of the zoo.
     """
-    inner = getattr(module, "layer", None) or getattr(module, "module", None)  # FakeQuantLayer / QuantWrapper
+    inner = getattr(module, "layer", None)  # FakeQuantLayer
     if inner is not None and not isinstance(module, nn.Linear):
         weight = module.quantized_weight() if hasattr(module, "quantized_weight") else None
         base = as_float_linear(inner)
@@ -178,13 +244,11 @@ def as_float_linear(module: nn.Module) -> nn.Linear:
             with torch.no_grad():
                 base.weight.copy_(weight.detach().float())
         return base
-    if isinstance(module, nn.Linear) and not callable(getattr(module, "weight", None)):
-        w, b = effective_weight(module), module.bias
-    elif callable(getattr(module, "weight", None)):  # torch.ao quantized Linear: weight() and bias() are methods
-        w, b = module.weight(), module.bias()
-        w = w.dequantize() if w.is_quantized else w
-    else:
+    if not isinstance(module, nn.Linear):
         raise ValueError(f"{type(module).__name__} is not a linear layer")
+    w, b = effective_weight(module), module.bias
+    if type(w) is not torch.Tensor and hasattr(w, "dequantize"):  # a torchao int8 weight (tensor subclass)
+        w = w.dequantize()
     out = nn.Linear(w.shape[1], w.shape[0], bias=b is not None)
     with torch.no_grad():
         out.weight.copy_(w.detach().float())

@@ -6,18 +6,34 @@ Nothing here runs at import time; a notebook calls :func:`setup_notebook` in its
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
 
-#: Warnings that PyTorch repeats on every call and that say nothing to a student of this course.
-QUIET_WARNINGS = (
-    r"torch\.ao\.quantization is deprecated", r"Please use quant_min and quant_max",
-    r"torch\.quantize_per_tensor, torch\.quantize_per_channel", r".*quantized tensor creation",
-    r".*_aminmax is deprecated", r".*is deprecated and will be removed.*quantiz", r".*sparse CSR support is in beta",
+#: Warnings that say nothing a student of this course can act on (deprecations are not among them: see CANARY).
+QUIET_WARNINGS = (r".*sparse CSR support is in beta",)
+
+#: The deprecation canary: these categories become errors in the unit tests (``tests/conftest.py``) and in the smoke
+#: series (the runner sets ``COURSE_DEPRECATIONS=error``), so an API on its way out fails a check the day a library
+#: announces it, not the day it is removed.
+CANARY = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
+#: The allow-list: (message pattern, category, why the course cannot act on it). Keep it short.
+CANARY_ALLOWED: tuple[tuple[str, type[Warning], str], ...] = (
 )
+
+
+def deprecation_canary() -> list[tuple[str, str, type[Warning]]]:
+    """The canary as ``(action, message, category)`` filters, the allow-list last (it wins)."""
+    return [("error", "", c) for c in CANARY] + [("ignore", m, c) for m, c, _ in CANARY_ALLOWED]
+
+
+def install_deprecation_canary() -> None:
+    """Turn deprecation warnings into errors in this process, except the allow-list."""
+    for action, message, category in deprecation_canary():
+        warnings.filterwarnings(action, message=message, category=category)
 
 
 def setup_notebook() -> None:
@@ -31,7 +47,8 @@ def setup_notebook() -> None:
     pd.set_option("display.max_columns", 30)
     for pattern in QUIET_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
-    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.ao\..*")
+    if os.environ.get("COURSE_DEPRECATIONS") == "error":
+        install_deprecation_canary()
 
 
 Format = str | Mapping[str, str] | None

@@ -162,6 +162,8 @@ def build_plan(args: argparse.Namespace) -> Plan:
     except OutputPathError as e:
         raise RunnerError(str(e)) from None
     env = {"COURSE_SMOKE": "1" if smoke else "0", **_outputs(smoke, output_dir, typed)}
+    if smoke:  # the deprecation canary (notebook.install_deprecation_canary): a deprecation fails the smoke series
+        env["COURSE_DEPRECATIONS"] = "error"
     notes = [f"-p {name} only goes to {', '.join(nb.name[:2] for nb in notebooks if name in typed[nb])} "
              f"(the others have no such parameter)" for name in raw if not all(name in typed[nb] for nb in notebooks)]
     return Plan(notebooks, {nb.name: typed[nb] for nb in notebooks}, smoke, source, output_dir, env,

@@ -16,7 +16,8 @@ Steps (``N`` a percentage, ``B`` a bit width from 2 to 8):
 - ``qat-control``: the training of ``qat`` without quantization (its fp32 control);
 - ``qat-wBaB``: quantization-aware training with fake-quantized weights and inputs;
 - ``ptq-wBaB``: post-training fake quantization, calibrated on training images;
-- ``dynamic-int8``, ``static-int8``: PyTorch's real int8 models; ``float16``, ``bfloat16``: half precision;
+- ``dynamic-int8``, ``static-int8``: real int8 models with torchao (``quantize_`` dynamic int8; PT2E static int8,
+  calibrated); ``float16``, ``bfloat16``: half precision;
 - ``student-M`` (first step only): a smaller student distilled from the model with method M in
   :data:`STUDENT_METHODS` (``scratch`` trains the same student on labels only, the control).
 """

@@ -3,6 +3,14 @@
 import pytest
 import torch
 
+from course_utils.notebook import deprecation_canary
+
+
+def pytest_configure(config):
+    """The deprecation canary (course_utils.notebook.CANARY): deprecations fail the test that triggers them."""
+    for action, message, category in deprecation_canary():
+        config.addinivalue_line("filterwarnings", f"{action}:{message}:{category.__name__}")
+
 
 @pytest.fixture(autouse=True)
 def isolated_outputs(tmp_path, monkeypatch):

@@ -6,7 +6,16 @@ from torch import nn
 
 from course_utils import quantization as Q
 from course_utils.models import build_model
-from course_utils.modules import as_float_linear, capture, clone_model, find_modules, of_type, replace_modules
+from course_utils.modules import (
+    as_float_linear,
+    capture,
+    clone_model,
+    find_modules,
+    graph_with_features,
+    head_linear,
+    of_type,
+    replace_modules,
+)
 from course_utils.pruning import global_prune
 
 
@@ -47,10 +56,16 @@ def test_as_float_linear_computes_the_same_as_the_layer(kind):
     q = {"plain": lambda: m, "pruned": lambda: global_prune(clone_model(m), 0.5),
          "fake": lambda: Q.fake_quantize_model(m, 4, None), "dynamic": lambda: Q.dynamic_int8(m),
          "static": lambda: Q.static_int8(m, torch.randn(64, 1, 8, 8))}[kind]()
-    with capture(q, ["head"], "input") as ins:
-        out = q(x)
-    lin = as_float_linear(q.head)
+    if kind == "static":  # an exported graph has no hooks: its head and features are read from the graph
+        out, feature = graph_with_features(q)(x)
+        ins = {"head": feature}
+    else:
+        with capture(q, ["head"], "input") as ins:
+            out = q(x)
+    lin = head_linear(q)
     assert isinstance(lin, nn.Linear)
+    if kind != "static":
+        torch.testing.assert_close(as_float_linear(q.head).weight, lin.weight)
     tol = 0.05 if kind in ("dynamic", "static") else 1e-5  # int8: activations are quantized inside the kernel
     torch.testing.assert_close(lin(ins["head"].float()), out, atol=tol * out.abs().max().item(), rtol=0)
     with pytest.raises(ValueError, match="not a linear layer"):

@@ -116,7 +116,7 @@ class TorchRunner(Runner):
 
 
 def eager_runner(model: nn.Module, precision: str = "fp32") -> TorchRunner:
-    """The reference: ``model`` itself in eval mode (``"fp32"``), or a torch.ao dynamic int8 copy
+    """The reference: ``model`` itself in eval mode (``"fp32"``), or a torchao dynamic int8 copy
     (``"int8_dynamic"``, int8 Linear weights; usually *slower* than fp32 on small models: many tiny ops)."""
     if precision == "fp32":
         model = model.cpu().eval()

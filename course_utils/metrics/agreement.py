@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..modules import capture, head_name
+from ..modules import capture, graph_with_features, head_name
 
 Data = DataLoader | tuple[torch.Tensor, torch.Tensor]
 
@@ -80,19 +80,26 @@ def logits_and_features(model: nn.Module, loader: DataLoader,
                         device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Logits, penultimate features (the input of ``model.head``) and labels over ``loader``.
 
-    A whole-model int8 network sits inside a ``QuantWrapper``: its head is ``model.module.head`` and receives a
-    quantized tensor, which is dequantized so every detector sees float features.
+    An exported graph (a PT2E int8 model) has no hooks: a copy of its graph returns the head's input as well.
     """
     head = head_name(model)
     if head is None:
         raise ValueError(f"{type(model).__name__} has no `head` module whose input is the penultimate feature")
     model.eval()
     ls, fs, ys = [], [], []
+    if isinstance(model, torch.fx.GraphModule):
+        both = graph_with_features(model, head)
+        for batch in loader:
+            logits, f = both(batch[0].to(device))
+            ls.append(logits.float().cpu())
+            fs.append(f.float().cpu().flatten(1))
+            ys.append(batch[1])
+        return torch.cat(ls), torch.cat(fs), torch.cat(ys)
     with capture(model, [head], kind="input") as seen:
         for batch in loader:
             ls.append(model(batch[0].to(device)).float().cpu())
             f = seen[head]
-            fs.append((f.dequantize() if f.is_quantized else f).float().cpu().flatten(1))
+            fs.append(f.float().cpu().flatten(1))
             ys.append(batch[1])
     return torch.cat(ls), torch.cat(fs), torch.cat(ys)
 

@@ -36,10 +36,21 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
 
 
 def size_on_disk(model: nn.Module | dict[str, Any]) -> int:
-    """Bytes of ``torch.save(model.state_dict())`` (quantized packed weights included)."""
+    """Bytes of ``torch.save(model.state_dict())`` (quantized weights included). For an ``fx`` graph module (a PT2E
+    int8 model) only the tensors its graph reads are saved: ``torch.export`` keeps the fp32 parameters beside the
+    int8 constants that replaced them, and they are not part of the model that runs."""
+    if isinstance(model, torch.fx.GraphModule):
+        model = {str(n.target): _attr(model, str(n.target)) for n in model.graph.nodes if n.op == "get_attr"}
+        model = {k: v for k, v in model.items() if isinstance(v, torch.Tensor)}
     buf = io.BytesIO()
     torch.save(model.state_dict() if isinstance(model, nn.Module) else model, buf)
     return buf.getbuffer().nbytes
+
+
+def _attr(module: nn.Module, target: str) -> Any:
+    for part in target.split("."):
+        module = getattr(module, part)
+    return module
 
 
 def _sdpa_cpu_flops(query_shape, key_shape, value_shape, *args, **kwargs) -> int:

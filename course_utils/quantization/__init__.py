@@ -3,7 +3,8 @@
 - :mod:`.primitives`: the lesson — scale, zero point, quantize/dequantize, fake quantization with an STE.
 - :mod:`.fake`: whole-model fake quantization for bit-width sweeps (PTQ) and quantization-aware training.
 - :mod:`.activations`: which layer inputs are hard to quantize (outliers, kurtosis, SQNR).
-- :mod:`.int8`: PyTorch's real int8 models (``torch.ao.quantization``: dynamic, static, QAT).
+- :mod:`.int8`: real int8 models with torchao: ``quantize_`` (dynamic, weight-only), PT2E static, QAT.
+- :mod:`.pt2e`: where PT2E puts quantize/dequantize nodes; DyT's static output bound as a scale.
 - :mod:`.half`: fp16 / bf16 copies.
 - :mod:`.mixed`: per-layer bit widths under a budget.
 """
@@ -20,15 +21,16 @@ from .fake import (
 )
 from .half import HALF_DTYPES, HalfPrecision
 from .int8 import (
-    BACKENDS,
     OBSERVERS,
-    QuantWrapper,
+    compile_int8,
     dynamic_int8,
+    export_model,
+    pt2e_quantizer,
+    ptq_int8,
     qat_int8_convert,
     qat_int8_prepare,
-    quiet_torch_ao,
     static_int8,
-    static_qconfig,
+    weight_only_int8,
 )
 from .mixed import (
     assignment_loss,
@@ -52,13 +54,15 @@ from .primitives import (
     quantize,
     scale_zero_point,
 )
+from .pt2e import bound_qparams, dyt_bound, placement_summary, qdq_placement, set_bound_qparams
 
 __all__ = [
-    "BACKENDS", "FakeQuantLayer", "FakeQuantizeSTE", "HALF_DTYPES", "HalfPrecision", "MAX_BITS", "MIN_BITS",
-    "OBSERVERS", "QUANTIZABLE", "QuantWrapper", "activation_report", "assignment_loss", "average_bits", "calibrate",
-    "check_bits", "dequantize", "describe_assignment", "dynamic_int8", "fake_quant_layers", "fake_quantize",
-    "fake_quantize_model", "greedy_bit_allocation", "greedy_bit_path", "layer_inputs", "layer_sensitivity",
-    "outlier_stats", "qat_int8_convert", "qat_int8_prepare", "qparams_from_range", "qrange", "quantizable_layers",
-    "quantization_error", "quantize", "quiet_torch_ao", "scale_zero_point", "set_bits", "static_int8",
-    "static_qconfig", "weight_sizes",
+    "FakeQuantLayer", "FakeQuantizeSTE", "HALF_DTYPES", "HalfPrecision", "MAX_BITS", "MIN_BITS", "OBSERVERS",
+    "QUANTIZABLE", "activation_report", "assignment_loss", "average_bits", "bound_qparams", "calibrate",
+    "check_bits", "compile_int8", "dequantize", "describe_assignment", "dynamic_int8", "dyt_bound", "export_model",
+    "fake_quant_layers", "fake_quantize", "fake_quantize_model", "greedy_bit_allocation", "greedy_bit_path",
+    "layer_inputs", "layer_sensitivity", "outlier_stats", "placement_summary", "pt2e_quantizer",
+    "ptq_int8", "qat_int8_convert", "qat_int8_prepare", "qdq_placement", "qparams_from_range", "qrange",
+    "quantizable_layers", "quantization_error", "quantize", "scale_zero_point", "set_bits", "set_bound_qparams",
+    "static_int8", "weight_only_int8", "weight_sizes",
 ]

@@ -1,16 +1,25 @@
-"""Real int8 models with PyTorch's eager-mode ``torch.ao.quantization``: dynamic, static (calibrated) and QAT.
+"""Real int8 models with torchao, the int8 stack PyTorch maintains (the eager API in ``torch.ao`` is deprecated).
 
-These run int8 kernels (fbgemm/oneDNN on x86, qnnpack on ARM) without compiling anything. The API is deprecated in
-favour of torchao, whose int8 models are faster than fp32 on a CPU only under ``torch.compile``; its repeated
-deprecation warnings are silenced inside these functions only. Every function works on a copy with any pruning
-masks folded in, so a pruned model quantizes like any other.
+Three flows, one per way of getting the activations' ranges:
+
+- ``quantize_(model, config)``, eager: :func:`dynamic_int8` (int8 weights, each batch's activations quantized on the
+  fly, ``Int8DynamicActivationInt8WeightConfig``) and :func:`weight_only_int8` (``Int8WeightOnlyConfig``). The
+  weights become torchao tensor subclasses; the model stays an ``nn.Module``.
+- PT2E, static: :func:`static_int8` exports the graph (``torch.export``), lets a quantizer place observers
+  (``prepare_pt2e``), calibrates, and replaces them by quantize/dequantize pairs (``convert_pt2e``). Eager, the
+  result only *simulates* int8; :func:`compile_int8` (inductor, frozen weights) fuses each dq -> linear -> q
+  pattern into one int8 kernel, which is where the speed comes from.
+- QAT: :func:`qat_int8_prepare` swaps Linear for fake-quantized twins (``QATConfig(step="prepare")``); after
+  fine-tuning, :func:`qat_int8_convert` turns them into real int8 weights (``QATConfig(step="convert")``).
+
+Every function works on a copy with any pruning masks folded in, so a pruned model quantizes like any other.
 """
 
 from __future__ import annotations
 
-import contextlib
+import types
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -18,209 +27,183 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..args import check_choice
-from ..modules import clone_model, replace_modules
-from .fake import QUANTIZABLE, _batches, _nothing_to_quantize, quantizable_layers
-from .primitives import check_bits, qrange
+from ..modules import clone_model
+from .fake import _batches, _nothing_to_quantize, quantizable_layers
+from .primitives import check_bits
 
 OBSERVERS = ("minmax", "histogram")
-BACKENDS = ("x86", "fbgemm", "qnnpack", "onednn")
-#: Messages of the deprecation warnings that torch.ao.quantization repeats on every call.
-_NOISY = (r"torch\.ao\.quantization is deprecated", r"Please use quant_min and quant_max",
-          r"torch\.quantize_per_tensor, torch\.quantize_per_channel", r".*quantized tensor creation",
-          r".*_aminmax is deprecated", r".*is deprecated and will be removed.*quantiz")
+#: The largest batch an exported (PT2E) model accepts; its batch dimension is dynamic up to here.
+MAX_BATCH = 4096
 
 
-@contextlib.contextmanager
-def quiet_torch_ao() -> Iterator[None]:
-    """Run ``torch.ao.quantization`` calls without their repeated deprecation warnings (this block only)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        for pattern in _NOISY:
-            warnings.filterwarnings("ignore", message=pattern)
-        yield
-
-
-def _check_backend(backend: str) -> str:
-    check_choice("backend", backend, BACKENDS)
-    if backend not in torch.backends.quantized.supported_engines:
-        raise ValueError(f"backend={backend!r} is not supported by this torch build "
-                         f"(supported: {torch.backends.quantized.supported_engines})")
-    return backend
+def _check_linear(model: nn.Module) -> None:
+    if not any(isinstance(m, nn.Linear) for m in model.modules()):
+        raise ValueError(f"model ({type(model).__name__}) has no nn.Linear layer: nothing to quantize")
 
 
 def dynamic_int8(model: nn.Module) -> nn.Module:
-    """Dynamic int8 (``torch.ao.quantization.quantize_dynamic``): int8 Linear weights, activations quantized
-    on the fly per batch. Returns a quantized copy (CPU)."""
-    if not any(isinstance(m, nn.Linear) for m in model.modules()):
-        raise ValueError(f"model ({type(model).__name__}) has no nn.Linear layer: nothing to quantize")
-    with quiet_torch_ao():
-        from torch.ao.quantization import quantize_dynamic
+    """Dynamic int8 with torchao: int8 Linear weights per output channel, activations quantized per token on the
+    fly (symmetric), int8 x int8 products. No calibration. Returns a quantized copy (CPU, eager)."""
+    from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
 
-        return quantize_dynamic(clone_model(model, fold=True).cpu().eval(), {nn.Linear}, dtype=torch.qint8)
-
-
-class QuantWrapper(nn.Module):
-    """``QuantStub -> module -> DeQuantStub``: float in, float out, int8 inside once converted."""
-
-    def __init__(self, module: nn.Module) -> None:
-        super().__init__()
-        from torch.ao.quantization import DeQuantStub, QuantStub
-
-        self.quant = QuantStub()
-        self.module = module
-        self.dequant = DeQuantStub()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dequant(self.module(self.quant(x)))
-
-
-def static_qconfig(observer: str = "histogram", per_channel: bool = True, backend: str = "x86",
-                   qat: bool = False, weight_bits: int = 8) -> Any:
-    """A ``QConfig``: activation observer ``"minmax"`` or ``"histogram"`` (quint8, 7-bit range on x86/fbgemm
-    as PyTorch's defaults do), symmetric weights per output channel or per tensor in the range of ``weight_bits``
-    (stored in int8, so 4-bit weights run in the int8 kernels); ``qat`` gives fake-quantize modules with
-    moving-average observers for quantization-aware training."""
-    from torch.ao.quantization import (
-        FakeQuantize,
-        HistogramObserver,
-        MinMaxObserver,
-        MovingAverageMinMaxObserver,
-        MovingAveragePerChannelMinMaxObserver,
-        PerChannelMinMaxObserver,
-        QConfig,
-    )
-
-    check_choice("observer", observer, OBSERVERS)
-    _check_backend(backend)
-    check_bits(weight_bits, "weight_bits")
-    reduce = backend in ("x86", "fbgemm")
-    a_min, a_max = (0, 127) if reduce else (0, 255)
-    w_min, w_max = qrange(weight_bits, symmetric=True)
-    w_scheme = torch.per_channel_symmetric if per_channel else torch.per_tensor_symmetric
-    if qat:
-        w_obs = MovingAveragePerChannelMinMaxObserver if per_channel else MovingAverageMinMaxObserver
-        act = FakeQuantize.with_args(observer=MovingAverageMinMaxObserver, quant_min=a_min, quant_max=a_max,
-                                     dtype=torch.quint8, qscheme=torch.per_tensor_affine)
-        weight = FakeQuantize.with_args(observer=w_obs, quant_min=w_min, quant_max=w_max, dtype=torch.qint8,
-                                        qscheme=w_scheme)
-        return QConfig(activation=act, weight=weight)
-    act_obs = HistogramObserver if observer == "histogram" else MinMaxObserver
-    act = act_obs.with_args(quant_min=a_min, quant_max=a_max, dtype=torch.quint8, qscheme=torch.per_tensor_affine)
-    w_obs = PerChannelMinMaxObserver if per_channel else MinMaxObserver
-    weight = w_obs.with_args(dtype=torch.qint8, qscheme=w_scheme, quant_min=w_min, quant_max=w_max)
-    return QConfig(activation=act, weight=weight)
-
-
-def _fuse_convnet(model: nn.Module, qat: bool = False) -> None:
-    """Fuse ``conv -> BatchNorm -> ReLU`` (or ``conv -> ReLU``) in every block that has them, in place
-    (BatchNorm folded into the conv for inference; kept as a fused training module for QAT)."""
-    from torch.ao.quantization import fuse_modules, fuse_modules_qat
-
-    fuse = fuse_modules_qat if qat else fuse_modules
-    model.train(qat)
-
-    for block in model.modules():
-        names = dict(block.named_children())
-        if {"conv", "act"} <= set(names) and isinstance(names["conv"], nn.Conv2d) and isinstance(names["act"], nn.ReLU):
-            norm = names.get("norm")
-            if isinstance(norm, nn.BatchNorm2d):
-                fuse(block, [["conv", "norm", "act"]], inplace=True)
-            elif isinstance(norm, nn.Identity) or norm is None:
-                fuse(block, [["conv", "act"]], inplace=True)
-
-
-def _whole_model_ok(model: nn.Module) -> bool:
-    """True when every op can run on int8 tensors: conv/BN/ReLU/pool/Linear nets (no DyT, LayerNorm, attention)."""
-    allowed = (nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d, nn.Linear, nn.Identity, nn.Sequential)
-    return all(isinstance(m, allowed) for m in model.modules() if m is not model)
-
-
-def _wrap_layers(model: nn.Module, qconfig: Any) -> nn.Module:
-    """Wrap every Linear/Conv2d in a ``QuantWrapper`` carrying ``qconfig`` (nothing else gets one, so LayerNorm,
-    DyT and the rest stay fp32)."""
-    def wrap(layer: nn.Module, fqn: str) -> QuantWrapper:
-        wrapper = QuantWrapper(layer)
-        wrapper.qconfig = qconfig
-        return wrapper
-
-    return replace_modules(model, wrap, lambda m, fqn: isinstance(m, QUANTIZABLE))
-
-
-def _prepare_static(model: nn.Module, qconfig: Any, scope: str, backend: str,
-                    qat: bool = False) -> tuple[nn.Module, str]:
-    """Copy, fuse and wrap ``model`` for eager-mode static quantization; returns the model and the scope used."""
-    check_choice("scope", scope, ("auto", "model", "layers"))
-    if not quantizable_layers(model):
-        raise _nothing_to_quantize(model)
-    m = clone_model(model, fold=True).cpu()
-    if scope == "auto":
-        scope = "model" if _whole_model_ok(m) else "layers"
-    if scope == "model":
-        if not _whole_model_ok(m):
-            raise ValueError("scope='model' needs a model made only of conv/BatchNorm/ReLU/pool/Linear layers; "
-                             "use scope='layers' for models with DyT, LayerNorm or attention")
-        _fuse_convnet(m, qat)
-        m = QuantWrapper(m)
-        m.qconfig = qconfig
-    else:
-        m = _wrap_layers(m, qconfig)
-    torch.backends.quantized.engine = backend
-    return m, scope
-
-
-def static_int8(model: nn.Module, calibration: DataLoader | torch.Tensor | Sequence[Any],
-                observer: str = "histogram", per_channel: bool = True, backend: str = "x86",
-                scope: str = "auto", num_batches: int | None = None, weight_bits: int = 8) -> nn.Module:
-    """Static int8 post-training quantization with calibration (``prepare`` -> observe -> ``convert``).
-
-    ``scope="model"`` quantizes the whole network between one QuantStub/DeQuantStub after fusing
-    conv+BatchNorm+ReLU (possible for plain ConvNets); ``scope="layers"`` wraps every Linear/Conv2d in its own
-    QuantStub/DeQuantStub so unsupported ops (DyT, LayerNorm, softmax attention, GELU, residual adds) stay
-    fp32; ``"auto"`` picks ``"model"`` when it is possible, and falls back to ``"layers"`` when an int8 op of the
-    whole-model graph fails at run time (e.g. torch's quantized mean on a 1x1 feature map). The chosen scope is
-    stored as ``.int8_scope``. ``weight_bits < 8`` restricts the int8 weights to that many bits' worth of levels.
-    """
-    batches = _batches(calibration, num_batches)
-    with quiet_torch_ao():
-        from torch.ao.quantization import convert, prepare
-
-        qconfig = static_qconfig(observer, per_channel, backend, weight_bits=weight_bits)
-        m, used = _prepare_static(model, qconfig, scope, _check_backend(backend))
-        m.eval()
-        prepare(m, inplace=True)
-        with torch.no_grad():
-            for x in batches:
-                m(x.cpu())
-        convert(m, inplace=True)
-        if scope == "auto" and used == "model":
-            try:
-                with torch.no_grad():
-                    m(batches[0][:2].cpu())
-            except (RuntimeError, NotImplementedError):
-                return static_int8(model, batches, observer, per_channel, backend, "layers", None, weight_bits)
-    m.int8_scope = used
+    _check_linear(model)
+    m = clone_model(model, fold=True).cpu().eval()
+    # set_inductor_config=False: quantize_ would otherwise change torch._inductor's global settings for the process
+    quantize_(m, Int8DynamicActivationInt8WeightConfig(set_inductor_config=False))
     return m
 
 
-def qat_int8_prepare(model: nn.Module, weight_bits: int = 8, per_channel: bool = True, backend: str = "x86",
-                     scope: str = "auto") -> nn.Module:
-    """PyTorch's QAT flow, step 1: a copy with fake-quantize modules (``prepare_qat``) ready to ``fit``."""
-    with quiet_torch_ao():
-        from torch.ao.quantization import prepare_qat
+def weight_only_int8(model: nn.Module) -> nn.Module:
+    """Weight-only int8 with torchao: Linear weights stored in int8 per output channel and dequantized inside the
+    product; activations stay fp32. Saves memory traffic, not arithmetic. Returns a quantized copy (CPU, eager)."""
+    from torchao.quantization import Int8WeightOnlyConfig, quantize_
 
-        qconfig = static_qconfig("minmax", per_channel, backend, qat=True, weight_bits=weight_bits)
-        m, used = _prepare_static(model, qconfig, scope, _check_backend(backend), qat=True)
-        m.train()
-        prepare_qat(m, inplace=True)
-    m.int8_scope = used
+    _check_linear(model)
+    m = clone_model(model, fold=True).cpu().eval()
+    quantize_(m, Int8WeightOnlyConfig(set_inductor_config=False))
+    return m
+
+
+def pt2e_quantizer(observer: str = "histogram", per_channel: bool = True) -> Any:
+    """torchao's x86 PT2E quantizer: uint8 activations (one scale per tensor, from ``observer``), int8 weights
+    symmetric per output channel (or per tensor). Annotates Conv2d/Linear and the ops that can stay int8 between
+    them (pooling, residual adds); everything else, DyT and LayerNorm included, runs in fp32 between a dequantize
+    and a quantize."""
+    import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
+    from torchao.quantization.pt2e import MinMaxObserver
+    from torchao.quantization.pt2e.quantizer import QuantizationConfig, QuantizationSpec
+
+    check_choice("observer", observer, OBSERVERS)
+    if not isinstance(per_channel, bool):
+        raise ValueError(f"per_channel must be True or False, got {per_channel!r}")
+    config = xiq.get_default_x86_inductor_quantization_config()
+    if observer == "minmax":  # the default observes a histogram; swap only the activation observer
+        act = config.input_activation
+        spec = QuantizationSpec(dtype=act.dtype, quant_min=act.quant_min, quant_max=act.quant_max,
+                                qscheme=act.qscheme, is_dynamic=False,
+                                observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2 ** -12))
+        config = QuantizationConfig(spec, spec, config.weight, config.bias, config.is_qat)
+    if not per_channel:
+        w = config.weight
+        spec = QuantizationSpec(dtype=w.dtype, quant_min=w.quant_min, quant_max=w.quant_max,
+                                qscheme=torch.per_tensor_symmetric, is_dynamic=False,
+                                observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2 ** -12))
+        config = QuantizationConfig(config.input_activation, config.output_activation, spec, config.bias,
+                                    config.is_qat)
+    return xiq.X86InductorQuantizer().set_global(config)
+
+
+def export_model(model: nn.Module, example: torch.Tensor) -> nn.Module:
+    """``torch.export`` of an eval copy (masks folded), batch dimension dynamic: the graph PT2E quantizes."""
+    m = clone_model(model, fold=True).cpu().eval()
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    example = example[:2].cpu() if len(example) >= 2 else example.cpu().repeat(2, *([1] * (example.dim() - 1)))
+    return torch.export.export(m, (example,), dynamic_shapes=({0: batch},)).module()
+
+
+@torch.no_grad()
+def static_int8(model: nn.Module, calibration: DataLoader | torch.Tensor | Sequence[Any],
+                observer: str = "histogram", per_channel: bool = True, num_batches: int | None = None) -> nn.Module:
+    """Static int8 with PT2E: export, ``prepare_pt2e`` with the x86 quantizer, calibrate on ``calibration``
+    (a loader, a tensor or a list of batches), ``convert_pt2e``. Returns the converted graph module: its
+    quantize/dequantize pairs carry the calibrated ranges (eager it simulates int8; :func:`compile_int8` runs it
+    in int8 kernels). A ConvNet's BatchNorm is folded into the convolution on the way."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    if not quantizable_layers(model):
+        raise _nothing_to_quantize(model)
+    quantizer = pt2e_quantizer(observer, per_channel)
+    batches = _batches(calibration, num_batches)
+    with warnings.catch_warnings():  # "input of maxpool2d is not quantized": the quantizer says it keeps it fp32
+        warnings.filterwarnings("ignore", message="The input of .* is not quantized", category=UserWarning)
+        prepared = prepare_pt2e(export_model(model, batches[0]), quantizer)
+    for x in batches:
+        prepared(x.cpu())
+    return _with_train_eval(convert_pt2e(prepared))
+
+
+def _with_train_eval(graph_module: nn.Module) -> nn.Module:
+    """``.eval()``/``.train()`` on an exported module raise unless torchao's switch is installed, and that switch
+    returns None; the course's metrics call ``model.eval()`` and the zoo chains it, so make it return the model."""
+    from torchao.quantization.pt2e import allow_exported_model_train_eval
+
+    switch = allow_exported_model_train_eval(graph_module).train
+
+    def train(self: nn.Module, mode: bool = True) -> nn.Module:
+        switch(mode)
+        return self
+
+    graph_module.train = types.MethodType(train, graph_module)
+    graph_module.eval = types.MethodType(lambda self: self.train(False), graph_module)
+    return graph_module
+
+
+def compile_int8(model: nn.Module) -> nn.Module:
+    """``torch.compile`` (inductor, weights frozen as constants) of a PT2E int8 model, so its q/dq patterns lower to
+    oneDNN int8 kernels. Compiled per input shape (``dynamic=False``): the first call at each batch size compiles."""
+    return _FrozenCompiled(torch.compile(model, dynamic=False))
+
+
+class _FrozenCompiled(nn.Module):
+    """A compiled model that compiles (on its first call at each shape) with inductor's ``freezing`` on, which the
+    int8 lowering needs, and hides inductor's internal copy-construct UserWarning, which the course cannot act on."""
+
+    def __init__(self, compiled: nn.Module) -> None:
+        super().__init__()
+        self.compiled = compiled
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from torch._inductor import config
+
+        with warnings.catch_warnings(), config.patch(freezing=True):
+            warnings.filterwarnings("ignore", message="To copy construct from a tensor", category=UserWarning)
+            return self.compiled(x)
+
+
+def _qat_base(weight_bits: int) -> Any:
+    from torchao.quantization import Int8DynamicActivationIntxWeightConfig
+    from torchao.quantization.granularity import PerAxis
+
+    check_bits(weight_bits, "weight_bits")
+    if weight_bits not in (4, 8):
+        raise ValueError(f"weight_bits must be 4 or 8 for torchao's int8-activation QAT, got {weight_bits}")
+    return Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int4 if weight_bits == 4 else torch.int8,
+                                                 weight_granularity=PerAxis(0))
+
+
+def qat_int8_prepare(model: nn.Module, weight_bits: int = 8) -> nn.Module:
+    """torchao QAT, step 1: a copy whose Linear layers fake-quantize their weights (``weight_bits``, symmetric per
+    output channel) and their inputs (int8, per token, as the converted model will), ready to ``fit``."""
+    from torchao.quantization import quantize_
+    from torchao.quantization.qat import QATConfig
+
+    _check_linear(model)
+    m = clone_model(model, fold=True).cpu().train()
+    quantize_(m, QATConfig(_qat_base(weight_bits), step="prepare"))
+    m.qat_weight_bits = weight_bits
     return m
 
 
 def qat_int8_convert(model: nn.Module) -> nn.Module:
-    """PyTorch's QAT flow, step 2: convert the fine-tuned fake-quantized model to a real int8 model (a copy)."""
-    with quiet_torch_ao():
-        from torch.ao.quantization import convert
+    """torchao QAT, step 2: a copy of the fine-tuned model with real int8 (or int4-in-int8) Linear weights and
+    dynamically quantized int8 activations."""
+    from torchao.quantization import quantize_
+    from torchao.quantization.qat import QATConfig
 
-        m = clone_model(model).cpu().eval()
-        convert(m, inplace=True)
+    bits = getattr(model, "qat_weight_bits", None)
+    if bits is None:
+        raise ValueError("model was not prepared by qat_int8_prepare (it has no qat_weight_bits)")
+    m = clone_model(model).cpu().eval()
+    quantize_(m, QATConfig(_qat_base(bits), step="convert"))
+    return m
+
+
+def ptq_int8(model: nn.Module, weight_bits: int = 8) -> nn.Module:
+    """The same int8 format as :func:`qat_int8_convert` without training: ``quantize_`` with the QAT base config
+    (the PTQ arm of the QAT comparison)."""
+    from torchao.quantization import quantize_
+
+    _check_linear(model)
+    m = clone_model(model, fold=True).cpu().eval()
+    quantize_(m, _qat_base(weight_bits))
     return m

@@ -1,7 +1,7 @@
 """Quantization from scratch: scale, zero point, quantize, dequantize, and fake quantization with a
 straight-through gradient. This is the lesson; every function is tested number for number against PyTorch.
 
-The conventions are PyTorch's (``torch.ao.quantization`` observers, ``torch.fake_quantize_per_tensor_affine``):
+The conventions are PyTorch's (the observers of torchao's PT2E stack, ``torch.fake_quantize_per_tensor_affine``):
 asymmetric quantization uses the unsigned range ``[0, 2^b - 1]``, symmetric quantization the restricted signed
 range ``[-(2^(b-1) - 1), 2^(b-1) - 1]`` with zero point 0.
 """

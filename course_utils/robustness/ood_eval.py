@@ -10,7 +10,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..metrics import logits_and_features
-from ..modules import as_float_linear, head_name
+from ..modules import head_linear
 from .detectors import DETECTORS, FEATURE_DETECTORS, LOGIT_DETECTORS, fit_detector, score
 from .ood_data import OODSet
 from .ood_metrics import detection_metrics
@@ -35,8 +35,7 @@ def detector_scores(model: nn.Module, train_loader: DataLoader, loaders: Mapping
     fitted = {}
     if any(d in FEATURE_DETECTORS for d in detectors):
         _, train_features, train_labels = logits_and_features(model, train_loader)
-        name = head_name(model)
-        head = as_float_linear(model.get_submodule(name)) if name is not None else None
+        head = head_linear(model)
         fitted = {d: fit_detector(d, train_features, train_labels, head=head, k=k,
                                   vim_dim=vim_dim) for d in detectors if d in FEATURE_DETECTORS}
     table: dict[str, dict[str, torch.Tensor]] = {}
