@@ -216,6 +216,16 @@ def test_eager_runners(vit, digits):
     assert int8.size_bytes < fp32.size_bytes and int8.parity.ok
 
 
+def test_compiled_pt2e_int8_runner(vit, digits):
+    """The PyTorch int8 reference of the bench: torchao's PT2E static int8, lowered by inductor."""
+    int8 = D.deploy(vit, "torch_compile", "int8_static", calibration=digits["calib"], batch_sizes=(4,),
+                    verify=digits["xt"], tolerance=INT8_TEST_TOL)
+    assert int8.precision == "int8_static" and int8.parity.ok and int8.info["cosine_at_build"] >= 0.999
+    assert int8.size_bytes < 0.7 * D.deploy(vit, "pytorch", "fp32").size_bytes  # a small model: metadata weighs
+    with pytest.raises(ValueError, match="needs calibration"):
+        D.deploy(vit, "torch_compile", "int8_static")
+
+
 def test_compiled_runner_is_fresh_per_model(digits):
     torch.manual_seed(1)
     a, b = ViT(dim=16, depth=1, heads=2).eval(), ViT(dim=16, depth=1, heads=2).eval()

@@ -2,8 +2,9 @@
 
 ``deploy(model, runtime, precision, calibration=...)`` exports to ONNX Runtime, OpenVINO (+NNCF int8) or
 ExecuTorch (XNNPACK, fp32 and PT2E int8) and returns a :class:`Runner`: callable on a torch batch (a
-``metrics.benchmark`` candidate), with ``predict``, its artifact ``path`` and ``size_bytes``. The eager references
-(``"pytorch"`` fp32 / int8_dynamic, ``"torch_compile"``) are runners too. ``deploy_many`` exports several models side
+``metrics.benchmark`` candidate), with ``predict``, its artifact ``path`` and ``size_bytes``. PyTorch's own
+references are runners too: ``"pytorch"`` (eager fp32, torchao dynamic int8) and ``"torch_compile"`` (fp32, and
+torchao's PT2E static int8 lowered to int8 kernels by inductor). ``deploy_many`` exports several models side
 by side; an artifact built from the same model and settings is reused. ``python -m course_utils.deploy --bench``
 times them all on the ViT-DyT baseline and records what the ratios depend on (:mod:`.machine`: the CPU, its
 instruction sets, the threads each runtime used, the load). ``pick_edge_model`` is the one rule for choosing the

@@ -36,13 +36,14 @@ from .runners import Runner, compiled_runner, eager_runner
 #: Every runtime and the precisions it offers (``pytorch`` and ``torch_compile`` are the eager references).
 RUNTIMES: dict[str, tuple[str, ...]] = {
     "pytorch": ("fp32", "int8_dynamic"),
-    "torch_compile": ("fp32",),
+    "torch_compile": ("fp32", "int8_static"),
     "onnxruntime": ("fp32", "int8_dynamic", "int8_static"),
     "openvino": ("fp32", "int8"),
     "executorch": ("fp32", "int8"),
 }
 #: (runtime, precision) pairs that set activation ranges from real images and so need ``calibration``.
-NEEDS_CALIBRATION = {("onnxruntime", "int8_static"), ("openvino", "int8"), ("executorch", "int8")}
+NEEDS_CALIBRATION = {("onnxruntime", "int8_static"), ("openvino", "int8"), ("executorch", "int8"),
+                     ("torch_compile", "int8_static")}
 #: How each runtime gets attention by default: OpenVINO has a native SDPA op (and a smaller IR with it); ONNX
 #: Runtime and XNNPACK get the 3-D bmm rewrite (XNNPACK cannot take SDPA: ~10 partitions instead of 2).
 AUTO_ATTENTION = {"onnxruntime": "bmm", "openvino": "sdpa", "executorch": "bmm"}
@@ -204,7 +205,8 @@ def deploy(model: nn.Module, runtime: str, precision: str = "fp32", *, calibrati
     if runtime == "pytorch":
         runner = eager_runner(model, precision)
     elif runtime == "torch_compile":
-        runner = compiled_runner(model, shape, sizes, backend=compile_backend)
+        runner = compiled_runner(model, shape, sizes, backend=compile_backend, precision=precision,
+                                 calibration=batches)
     else:
         folder = p["folder"]
         manifest = _write(p["ready"], runtime, precision, shape, folder, batches, sizes, threads, reuse)

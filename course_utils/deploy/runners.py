@@ -130,31 +130,51 @@ def eager_runner(model: nn.Module, precision: str = "fp32") -> TorchRunner:
 
 
 def compiled_runner(model: nn.Module, example_shape: Sequence[int], batch_sizes: Sequence[int] = (1, 64),
-                    backend: str = "inductor", atol: float = 1e-4) -> TorchRunner:
+                    backend: str = "inductor", atol: float = 1e-4, precision: str = "fp32",
+                    calibration: Any = None) -> TorchRunner:
     """``torch.compile`` of a fresh copy of ``model``, checked against that copy at every batch size.
+
+    ``precision="int8_static"`` compiles torchao's PT2E static int8 copy (calibrated on ``calibration``) with
+    inductor, which lowers its quantize/dequantize patterns to int8 kernels; the check then allows int8 rounding
+    (output cosine to the eager PT2E graph at least 0.999) instead of ``atol``.
 
     Dynamo caches compiled code per *code object*: a second model of the same class can reuse the first one's
     cache entries, and after ``cache_size_limit`` recompiles it silently falls back to eager. So the caches are
     reset first (``torch.compiler.reset()``; runners compiled before recompile on their next call) and the outputs
     are compared with the copy's own eager outputs; a mismatch raises a ``DeploymentMismatchError``.
     """
+    from ..quantization.int8 import compile_int8, static_int8
     from .parity import DeploymentMismatchError
 
     sizes = check_batch_sizes(batch_sizes)
-    fresh = clone_model(model, fold=True).cpu().eval()
+    if precision not in ("fp32", "int8_static"):
+        raise ValueError(f"precision={precision!r} is not valid for runtime 'torch_compile'; choose 'fp32' or "
+                         "'int8_static'")
     torch.compiler.reset()
-    compiled = torch.compile(fresh, backend=backend, dynamic=False)
+    if precision == "int8_static":
+        if calibration is None:
+            raise ValueError("torch_compile int8_static needs calibration=... (real images)")
+        if backend != "inductor":
+            raise ValueError(f"backend={backend!r}: int8 kernels come from inductor's lowering; use 'inductor'")
+        fresh = static_int8(model, calibration)
+        compiled = compile_int8(fresh)
+    else:
+        fresh = clone_model(model, fold=True).cpu().eval()
+        compiled = torch.compile(fresh, backend=backend, dynamic=False)
     gen = torch.Generator().manual_seed(0)
-    worst = 0.0
+    worst, cosine = 0.0, 1.0
     with torch.no_grad():
         for bs in sizes:
             x = torch.randn(bs, *example_shape, generator=gen)
-            worst = max(worst, (compiled(x) - fresh(x)).abs().max().item())
-    if not worst <= atol:
-        raise DeploymentMismatchError(f"torch.compile ({backend}) output differs from its own model by {worst:.2e} "
-                                      f"> {atol:g}: a stale compiled graph? (reset with torch.compiler.reset())")
-    runner = TorchRunner(compiled, "torch_compile", "fp32", size_on_disk(fresh),
-                         info={"backend": backend, "max_abs_diff_at_build": worst,
+            got, ref = compiled(x), fresh(x)
+            worst = max(worst, (got - ref).abs().max().item())
+            cosine = min(cosine, torch.nn.functional.cosine_similarity(got, ref, dim=1).mean().item())
+    if precision == "fp32" and not worst <= atol or precision == "int8_static" and not cosine >= 0.999:
+        raise DeploymentMismatchError(f"torch.compile ({backend}, {precision}) output differs from its own model "
+                                      f"(max {worst:.2e}, cosine {cosine:.4f}): a stale compiled graph? (reset with "
+                                      "torch.compiler.reset())")
+    runner = TorchRunner(compiled, "torch_compile", precision, size_on_disk(fresh),
+                         info={"backend": backend, "max_abs_diff_at_build": worst, "cosine_at_build": cosine,
                                "threads_at_compile": torch.get_num_threads()})
     runner.fixed_batch_sizes = sizes  # other sizes would recompile (dynamic=False); predict pads instead
     return runner
