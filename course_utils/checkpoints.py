@@ -20,8 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .base import single_thread
 from .io import OutputPathError, atomic_torch_save, ensure_writable_dir
-from .parallel import single_thread
 from .paths import check_path, checkpoint_dir, display_path, relative
 from .train import History, seed_everything
 

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from .args import check_int
-from .parallel import single_thread
+from .base import single_thread
 from .paths import data_dir
 
 OFFLINE_DATASETS = ("mnist_5k", "digits")

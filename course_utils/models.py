@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .args import check_choice
 from .modules import effective_weight, of_type, replace_modules
 from .norms import make_norm, norm_layer_types, norms_for
 from .norms.dyt import DynamicTanh
@@ -34,11 +35,6 @@ CNN_PRESETS: dict[str, tuple[int, ...]] = {
     "small": (32, 64, 128),
     "base": (64, 128, 256),
 }
-
-
-def _check_choice(name: str, value: str, allowed: Sequence[str]) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name}={value!r} is not valid; choose one of {list(allowed)}")
 
 
 def _check_alpha_init(value: float) -> None:
@@ -142,7 +138,7 @@ class ViT(nn.Module):
                  patch_size: int | None = None, dim: int = 64, depth: int = 4, heads: int = 4,
                  mlp_ratio: int = 2, norm: str = "dyt", alpha_init: float = 0.5) -> None:
         super().__init__()
-        _check_choice("norm", norm, norms_for("vit"))
+        check_choice("norm", norm, norms_for("vit"))
         _check_alpha_init(alpha_init)
         patch_size = patch_size or max(1, img_size // 4)
         if img_size % patch_size:
@@ -190,7 +186,7 @@ class ConvNet(nn.Module):
     def __init__(self, in_chans: int = 1, num_classes: int = 10, widths: Sequence[int] = (32, 64, 128),
                  norm: str = "batchnorm", alpha_init: float = 0.5) -> None:
         super().__init__()
-        _check_choice("norm", norm, norms_for("cnn"))
+        check_choice("norm", norm, norms_for("cnn"))
         _check_alpha_init(alpha_init)
         self.norm_type = norm
         self.in_chans = in_chans
@@ -220,7 +216,7 @@ def build_model(name: str = "vit", norm: str = "dyt", num_classes: int = 10,
                 input_shape: Sequence[int] = (1, 28, 28), size: str = "small", alpha_init: float = 0.5) -> nn.Module:
     """Build ``"vit"`` or ``"cnn"`` with the given norm, class count, ``(C, H, W)`` input, size preset and, for
     DyT, initial alpha."""
-    _check_choice("name", name, MODEL_NAMES)
+    check_choice("name", name, MODEL_NAMES)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"num_classes={num_classes!r} is not valid; it must be an integer >= 2")
     if len(tuple(input_shape)) != 3 or any(int(v) < 1 for v in input_shape):
@@ -229,12 +225,12 @@ def build_model(name: str = "vit", norm: str = "dyt", num_classes: int = 10,
     if h != w:
         raise ValueError(f"input_shape={tuple(input_shape)} must be square")
     if name == "vit":
-        _check_choice("norm", norm, norms_for("vit"))
-        _check_choice("size", size, list(VIT_PRESETS))
+        check_choice("norm", norm, norms_for("vit"))
+        check_choice("size", size, list(VIT_PRESETS))
         return ViT(img_size=h, in_chans=c, num_classes=num_classes, norm=norm, alpha_init=alpha_init,
                    **VIT_PRESETS[size])
-    _check_choice("norm", norm, norms_for("cnn"))
-    _check_choice("size", size, list(CNN_PRESETS))
+    check_choice("norm", norm, norms_for("cnn"))
+    check_choice("size", size, list(CNN_PRESETS))
     return ConvNet(in_chans=c, num_classes=num_classes, widths=CNN_PRESETS[size], norm=norm, alpha_init=alpha_init)
 
 

@@ -34,10 +34,9 @@ import signal
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -45,6 +44,7 @@ from typing import Any, Protocol
 import torch
 from tqdm.auto import tqdm
 
+from .base import cpu_count, single_thread
 from .io import Terminated, end_processes, ending_signal, terminate_on_signals
 
 #: Set in worker processes, so a call that itself uses :func:`run` stays sequential there.
@@ -84,14 +84,6 @@ def call(fn: Callable[..., Any], *args: Any, label: str = "", checkpoints: Seque
     return Call(fn, args, dict(kwargs), label, tuple(checkpoints))
 
 
-def cpu_count() -> int:
-    """Cores this process may use (the scheduler's affinity, which containers and ``taskset`` restrict)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # macOS, Windows
-        return max(1, os.cpu_count() or 1)
-
-
 def in_worker() -> bool:
     """Whether this process is one of :func:`run`'s workers."""
     return os.environ.get(WORKER_FLAG) == "1"
@@ -109,17 +101,6 @@ def resolve_workers(workers: int = 0, device: str | torch.device = "cpu") -> int
     if _BACKEND is not None:  # a cluster: its scheduler decides where calls run, one thread per worker
         return max(2, _BACKEND.size())
     return workers or cpu_count()
-
-
-@contextmanager
-def single_thread() -> Iterator[None]:
-    """Run the block with one intra-op thread (restored afterwards): the same numbers wherever a job runs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 # ------------------------------------------------------------------------------------------------ workers

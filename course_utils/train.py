@@ -23,6 +23,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from .args import check_int, check_number
+
 History = dict[str, list[float]]
 #: How checkpointed trainings run (part of every baseline's and zoo model's checkpoint key): a change here retrains
 #: them instead of loading models that the current code would not reproduce.
@@ -81,27 +83,15 @@ class TrainConfig:
     desc: str = "train"
 
     def __post_init__(self) -> None:
-        def bad(name: str, rule: str) -> ValueError:
-            return ValueError(f"{name}={getattr(self, name)!r} is not valid; it must be {rule}")
-
         for name in ("epochs", "eval_every"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise bad(name, "an integer >= 1")
-        if not _finite(self.lr) or self.lr <= 0:
-            raise bad("lr", "a finite number > 0")
-        if not _finite(self.weight_decay) or self.weight_decay < 0:
-            raise bad("weight_decay", "a finite number >= 0")
-        if not _finite(self.warmup_fraction) or not 0 <= self.warmup_fraction < 1:
-            raise bad("warmup_fraction", "a number in [0, 1)")
-        if self.grad_clip is not None and (not _finite(self.grad_clip) or self.grad_clip <= 0):
-            raise bad("grad_clip", "a finite number > 0 or None")
-        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0):
-            raise bad("seed", "an integer >= 0 or None")
-
-
-def _finite(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            check_int(name, getattr(self, name), 1)
+        check_number("lr", self.lr, 0.0, low_open=True)
+        check_number("weight_decay", self.weight_decay, 0.0)
+        check_number("warmup_fraction", self.warmup_fraction, 0.0, 1.0, high_open=True)
+        if self.grad_clip is not None:
+            check_number("grad_clip", self.grad_clip, 0.0, low_open=True)
+        if self.seed is not None:
+            check_int("seed", self.seed)
 
 
 # --------------------------------------------------------------------------------------------- batches, losses

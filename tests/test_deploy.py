@@ -19,8 +19,8 @@ from torch.nn.utils import prune
 
 import course_utils.deploy as D
 from course_utils.data import get_data, stack_loader, stratified_sample
-from course_utils.deploy.executorch_xnnpack import xnnpack_partitions
-from course_utils.deploy.onnx_runtime import dyt_patterns, op_counts
+from course_utils.deploy.runtimes.executorch_xnnpack import xnnpack_partitions
+from course_utils.deploy.runtimes.onnx_runtime import dyt_patterns, op_counts
 from course_utils.models import Attention, ConvNet, DynamicTanh, ViT
 from course_utils.pruning.lowrank import low_rank_factorize
 from course_utils.pruning.structured import prune_attention_heads
@@ -314,7 +314,7 @@ def test_mismatch_raises_with_the_numbers(vit, digits, ort_fp32):
 # ------------------------------------------------------------------------------------------ reuse, side by side
 
 def test_an_artifact_is_reused_only_for_the_same_model_and_settings(vit, digits, tmp_path, monkeypatch):
-    import course_utils.deploy.onnx_runtime as ort_mod
+    import course_utils.deploy.runtimes.onnx_runtime as ort_mod
 
     builds = []
     real = ort_mod.build_onnxruntime
@@ -413,7 +413,7 @@ def test_machine_info_names_the_cpu_and_its_instruction_sets():
     assert int8_path([]).startswith("none")
     for key in ("cpus_usable", "cpus_online", "threads_per_core", "torch_cpu_capability", "thread_env", "versions"):
         assert key in intel
-    assert set(intel["versions"]) == {"torch", "onnxruntime", "openvino", "nncf", "executorch"}
+    assert set(intel["versions"]) == {"torch", "onnx", "onnxruntime", "openvino", "nncf", "executorch", "torchao"}
     json.dumps(intel)  # goes into the bench's JSON line as it is
     line = describe_machine(intel)
     assert line.startswith("Intel(R) Xeon(R) Platinum 8480+") and "AMX-INT8" in line and "amx_int8" in line
@@ -458,8 +458,8 @@ def test_every_runtime_reports_the_threads_it_was_given(tmp_path, threads):
     """No export: a one-op ONNX graph and OpenVINO model, loaded the way deploy loads artifacts."""
     from course_utils.deploy.bench import threads_mismatch
     from course_utils.deploy.machine import runtime_settings
-    from course_utils.deploy.onnx_runtime import OnnxRuntimeRunner
-    from course_utils.deploy.openvino_nncf import OpenVinoRunner
+    from course_utils.deploy.runtimes.onnx_runtime import OnnxRuntimeRunner
+    from course_utils.deploy.runtimes.openvino_nncf import OpenVinoRunner
 
     ort = OnnxRuntimeRunner(_tiny_onnx(tmp_path / "m.onnx"), "fp32", threads)
     ov = OpenVinoRunner(_tiny_openvino(tmp_path / "m.xml"), "fp32", threads, batch_sizes=(1, 3))

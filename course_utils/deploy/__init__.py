@@ -10,9 +10,10 @@ times them all on the ViT-DyT baseline and records what the ratios depend on (:m
 instruction sets, the threads each runtime used, the load). ``pick_edge_model`` is the one rule for choosing the
 deployment to ship within a size and latency budget (notebooks 06 and 07).
 
-Modules: :mod:`.attention` (SDPA -> 3-D bmm rewrite), :mod:`.onnx_runtime`, :mod:`.openvino_nncf`,
-:mod:`.executorch_xnnpack`, :mod:`.runners`, :mod:`.parity`, :mod:`.api`, :mod:`.bench`, :mod:`.machine`,
-:mod:`.pick`.
+Modules: :mod:`.registry` (every runtime is one registered ``EdgeRuntime``; a new runtime is one new module that
+registers itself), :mod:`.attention` (SDPA -> 3-D bmm rewrite), :mod:`.runtimes` (one module per runtime: ``pytorch``,
+``onnx_runtime``, ``openvino_nncf``, ``executorch_xnnpack``), :mod:`.runners` (Runner, the PyTorch references),
+:mod:`.parity`, :mod:`.api`, :mod:`.bench`, :mod:`.machine`, :mod:`.pick`.
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ from __future__ import annotations
 from .api import NEEDS_CALIBRATION, RUNTIMES, TARGETS, build_artifact, check_target, deploy, deploy_all, deploy_many
 from .attention import BmmAttention, attention_layers, export_friendly
 from .common import DeploymentError, calibration_batches, default_workdir
-from .executorch_xnnpack import executorch_threads, xnnpack_partitions
 from .machine import bench_threads, describe_machine, load_average, machine_info, runtime_settings
 from .parity import TOLERANCES, DeploymentMismatchError, ParityReport, Tolerance, check_parity
 from .pick import accuracy_floor, edge_candidates, pick_edge_model
 from .runners import Runner, TorchRunner, compiled_runner, eager_runner
+from .runtimes.executorch_xnnpack import executorch_threads, xnnpack_partitions
 
 __all__ = ["BmmAttention", "DeploymentError", "DeploymentMismatchError", "NEEDS_CALIBRATION", "ParityReport",
            "RUNTIMES", "Runner", "TARGETS", "TOLERANCES", "Tolerance", "TorchRunner", "accuracy_floor",

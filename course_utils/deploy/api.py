@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from . import runtimes  # noqa: F401 - importing the package registers every runtime
 from .attention import export_friendly
 from .common import (
     atomic_dir,
@@ -31,33 +32,26 @@ from .common import (
 )
 from .machine import library_versions
 from .parity import DeploymentMismatchError, Tolerance, check_parity
-from .runners import Runner, compiled_runner, eager_runner
+from .registry import registered
+from .registry import runtime as get_runtime
+from .runners import Runner
 
-#: Every runtime and the precisions it offers (``pytorch`` and ``torch_compile`` are the eager references).
-RUNTIMES: dict[str, tuple[str, ...]] = {
-    "pytorch": ("fp32", "int8_dynamic"),
-    "torch_compile": ("fp32", "int8_static"),
-    "onnxruntime": ("fp32", "int8_dynamic", "int8_static"),
-    "openvino": ("fp32", "int8"),
-    "executorch": ("fp32", "int8"),
-}
+#: Every runtime and the precisions it offers, from the registry (``pytorch`` and ``torch_compile`` are PyTorch's own
+#: references, in process); a new runtime registers itself in its own module (see :mod:`.registry`).
+RUNTIMES: dict[str, tuple[str, ...]] = {r.name: r.precisions for r in registered()}
 #: (runtime, precision) pairs that set activation ranges from real images and so need ``calibration``.
-NEEDS_CALIBRATION = {("onnxruntime", "int8_static"), ("openvino", "int8"), ("executorch", "int8"),
-                     ("torch_compile", "int8_static")}
-#: How each runtime gets attention by default: OpenVINO has a native SDPA op (and a smaller IR with it); ONNX
-#: Runtime and XNNPACK get the 3-D bmm rewrite (XNNPACK cannot take SDPA: ~10 partitions instead of 2).
-AUTO_ATTENTION = {"onnxruntime": "bmm", "openvino": "sdpa", "executorch": "bmm"}
+NEEDS_CALIBRATION = {(r.name, p) for r in registered() for p in r.calibrated}
+#: How each exported runtime gets attention by default (its registered form).
+AUTO_ATTENTION = {r.name: r.attention for r in registered() if r.attention}
 #: Every deployment target, in the order tables show them.
 TARGETS: tuple[tuple[str, str], ...] = tuple((r, p) for r, ps in RUNTIMES.items() for p in ps)
 
 
 def check_target(runtime: str, precision: str) -> None:
     """ValueError naming the allowed runtimes, or the precisions this runtime allows."""
-    if runtime not in RUNTIMES:
-        raise ValueError(f"runtime={runtime!r} is not valid; choose one of {list(RUNTIMES)}")
-    if precision not in RUNTIMES[runtime]:
+    if precision not in get_runtime(runtime).precisions:
         raise ValueError(f"precision={precision!r} is not valid for runtime {runtime!r}; "
-                         f"choose one of {list(RUNTIMES[runtime])}")
+                         f"choose one of {list(get_runtime(runtime).precisions)}")
 
 
 #: Bump when the artifact layout changes: older folders are then rebuilt, never misread.
@@ -67,19 +61,17 @@ MANIFEST = "manifest.json"
 
 def _versions(runtime: str) -> dict[str, str]:
     """The library versions an artifact depends on (a different version rebuilds it)."""
-    names = {"onnxruntime": ("onnx", "onnxruntime"), "openvino": ("openvino", "nncf"),
-             "executorch": ("executorch", "torchao")}[runtime]
-    return {"torch": torch.__version__, **library_versions(names)}
+    return {"torch": torch.__version__, **library_versions(get_runtime(runtime).libraries)}
 
 
 def _key(ready: nn.Module, runtime: str, precision: str, shape: tuple[int, int, int],
          batches: list[torch.Tensor] | None, sizes: tuple[int, ...]) -> dict[str, Any]:
     """Everything an artifact is built from; an existing folder with the same key is reused."""
     calib = None
-    if (runtime, precision) in NEEDS_CALIBRATION and batches:
+    if precision in get_runtime(runtime).calibrated and batches:
         calib = hashlib.sha1(torch.cat(batches).numpy().tobytes()).hexdigest()[:16]
     return {"format": ARTIFACT_FORMAT, "model": model_tag(ready), "runtime": runtime, "precision": precision,
-            "example_shape": list(shape), "batch_sizes": list(sizes) if runtime == "executorch" else None,
+            "example_shape": list(shape), "batch_sizes": list(sizes) if get_runtime(runtime).per_batch_size else None,
             "calibration": calib, "versions": _versions(runtime)}
 
 
@@ -105,21 +97,7 @@ def _write(ready: nn.Module, runtime: str, precision: str, shape: tuple[int, int
     if reuse and (manifest := _cached(folder, key)) is not None:
         return manifest
     with atomic_dir(folder) as tmp:
-        if runtime == "onnxruntime":
-            from .onnx_runtime import build_onnxruntime
-
-            path, info = build_onnxruntime(ready, precision, shape, tmp, batches, threads)
-            files = {"model": path.name}
-        elif runtime == "openvino":
-            from .openvino_nncf import build_openvino
-
-            path, info = build_openvino(ready, precision, shape, tmp, batches)
-            files = {"model": path.name, "weights": path.with_suffix(".bin").name}
-        else:
-            from .executorch_xnnpack import build_executorch
-
-            programs, info = build_executorch(ready, precision, shape, tmp, batches, sizes)
-            files = {str(bs): p.name for bs, p in programs.items()}
+        files, info = get_runtime(runtime).build(ready, precision, shape, tmp, batches, sizes, threads)
         manifest = {"key": key, "files": files, "info": json.loads(json.dumps(info, default=str))}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
     return manifest
@@ -129,17 +107,7 @@ def _load(folder: Path, manifest: dict[str, Any], runtime: str, precision: str, 
           threads: int) -> Runner:
     """The runner of a built artifact, loaded with its runtime."""
     files, info = manifest["files"], dict(manifest["info"])
-    if runtime == "onnxruntime":
-        from .onnx_runtime import OnnxRuntimeRunner
-
-        return OnnxRuntimeRunner(folder / files["model"], precision, threads, info)
-    if runtime == "openvino":
-        from .openvino_nncf import OpenVinoRunner
-
-        return OpenVinoRunner(folder / files["model"], precision, threads, sizes, info)
-    from .executorch_xnnpack import ExecuTorchRunner
-
-    return ExecuTorchRunner(folder, {int(bs): folder / f for bs, f in files.items()}, precision, info)
+    return get_runtime(runtime).load(folder, files, precision, sizes, threads, info)
 
 
 def _prepare(model: nn.Module, runtime: str, precision: str, calibration: Any, example_shape: Sequence[int] | None,
@@ -149,10 +117,11 @@ def _prepare(model: nn.Module, runtime: str, precision: str, calibration: Any, e
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be an nn.Module, got {type(model).__name__}")
     check_target(runtime, precision)
-    if (runtime, precision) in NEEDS_CALIBRATION and calibration is None:
+    rt = get_runtime(runtime)
+    if precision in rt.calibrated and calibration is None:
+        others = " or ".join(repr(p) for p in rt.precisions if p not in rt.calibrated)
         raise ValueError(f"{runtime} {precision} needs calibration=... (real images): static int8 sets its "
-                         f"activation ranges from them; or choose precision='fp32'"
-                         + (" or 'int8_dynamic'" if runtime == "onnxruntime" else ""))
+                         f"activation ranges from them; or choose precision={others}")
     batches = calibration_batches(calibration) if calibration is not None else None
     shape = check_example_shape(model, example_shape, batches)
     sizes = check_batch_sizes(batch_sizes)
@@ -162,8 +131,8 @@ def _prepare(model: nn.Module, runtime: str, precision: str, calibration: Any, e
         raise ValueError(f"threads={threads!r} is not valid; it must be an integer >= 1")
     out: dict[str, Any] = {"model": model.cpu().eval(), "batches": batches, "shape": shape, "sizes": sizes,
                            "threads": threads or torch.get_num_threads()}
-    if runtime not in ("pytorch", "torch_compile"):
-        out["attention"] = AUTO_ATTENTION[runtime] if attention == "auto" else attention
+    if not rt.in_process:
+        out["attention"] = rt.attention if attention == "auto" else attention
         out["ready"] = export_friendly(model, out["attention"])
         folder = Path(workdir) if workdir is not None else default_workdir()
         out["folder"] = folder / f"{name or model_tag(model)}-{runtime}-{precision}"
@@ -202,11 +171,9 @@ def deploy(model: nn.Module, runtime: str, precision: str = "fp32", *, calibrati
         raise ValueError(f"reuse={reuse!r} is not valid; it must be True or False")
     p = _prepare(model, runtime, precision, calibration, example_shape, batch_sizes, workdir, name, attention, threads)
     model, batches, shape, sizes, threads = p["model"], p["batches"], p["shape"], p["sizes"], p["threads"]
-    if runtime == "pytorch":
-        runner = eager_runner(model, precision)
-    elif runtime == "torch_compile":
-        runner = compiled_runner(model, shape, sizes, backend=compile_backend, precision=precision,
-                                 calibration=batches)
+    rt = get_runtime(runtime)
+    if rt.in_process:
+        runner = rt.make(model, precision, shape, sizes, batches, compile_backend)
     else:
         folder = p["folder"]
         manifest = _write(p["ready"], runtime, precision, shape, folder, batches, sizes, threads, reuse)
@@ -239,9 +206,10 @@ def build_artifact(model: nn.Module, runtime: str, precision: str = "fp32", *, c
     return p["folder"]
 
 
-#: Rough export cost in seconds on this CPU (ViT-small, batch sizes 1 and 64; everything else takes 2-5 s):
-#: ``deploy_many`` starts the longest first, so that no core ends up alone on a late ExecuTorch lowering.
-_EXPORT_COST = {("executorch", "int8"): 55, ("executorch", "fp32"): 15}
+def _export_seconds(job: dict[str, Any]) -> float:
+    """The registered rough export cost (ViT-small, batch sizes 1 and 64; unlisted ones take 2-5 s): deploy_many
+    starts the longest first, so that no core ends up alone on a late ExecuTorch lowering."""
+    return get_runtime(job["runtime"]).export_seconds.get(job.get("precision", "fp32"), 1)
 
 
 def deploy_many(jobs: Sequence[dict[str, Any]], workers: int = 0, desc: str = "exports",
@@ -259,8 +227,8 @@ def deploy_many(jobs: Sequence[dict[str, Any]], workers: int = 0, desc: str = "e
         if not {"model", "runtime"} <= set(j):
             raise ValueError(f"every job needs 'model' and 'runtime'; got keys {sorted(j)}")
         check_target(j["runtime"], j.get("precision", "fp32"))
-    todo = [j for j in jobs if j["runtime"] not in ("pytorch", "torch_compile")]
-    todo.sort(key=lambda j: -_EXPORT_COST.get((j["runtime"], j.get("precision", "fp32")), 1))  # longest first
+    todo = [j for j in jobs if not get_runtime(j["runtime"]).in_process]
+    todo.sort(key=lambda j: -_export_seconds(j))  # longest first
     exports = [parallel.call(build_artifact, label=f"{j.get('name') or 'model'} {j['runtime']} "
                                                    f"{j.get('precision', 'fp32')}", **j) for j in todo]
     parallel.run(exports, workers=workers, desc=desc, progress=progress)
@@ -273,7 +241,7 @@ def deploy_all(model: nn.Module, targets: Iterable[tuple[str, str]] = TARGETS, *
     targets = list(targets)
     for runtime, precision in targets:
         check_target(runtime, precision)
-        if (runtime, precision) in NEEDS_CALIBRATION and kwargs.get("calibration") is None:
+        if precision in get_runtime(runtime).calibrated and kwargs.get("calibration") is None:
             raise ValueError(f"{runtime} {precision} is among the targets but calibration=None; give real images")
     out: dict[str, Runner] = {}
     for runtime, precision in targets:

@@ -29,7 +29,6 @@ from ..metrics import benchmark, size_on_disk
 from ..zoo import calibration_images
 from .api import TARGETS, deploy_many
 from .common import default_workdir
-from .executorch_xnnpack import executorch_threads, xnnpack_partitions
 from .machine import (
     CpuUse,
     bench_threads,
@@ -41,6 +40,7 @@ from .machine import (
 )
 from .parity import Tolerance
 from .runners import Runner
+from .runtimes.executorch_xnnpack import executorch_threads, xnnpack_partitions
 
 #: The bars the best int8 deployment should meet (speedups vs eager fp32, size vs the fp32 state dict).
 BARS = {"speedup_b1": 4.0, "speedup_b64": 3.0, "size_ratio": 0.70, "accuracy_drop_points": 0.5,

@@ -27,12 +27,16 @@ from torch import nn
 
 from ..paths import checkpoint_dir
 
-#: Loggers that print during export/quantization; raised to ERROR inside :func:`quiet` only.
-NOISY_LOGGERS = ("nncf", "torch", "torch.onnx", "torch.export", "torch._dynamo", "torch._inductor", "executorch",
-                 "onnxscript", "onnxruntime", "openvino", "root")
+#: Loggers that print during export/quantization, besides each registered runtime's own; raised to ERROR inside
+#: :func:`quiet` only.
+NOISY_LOGGERS = ("torch", "torch.export", "root")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # colour codes some exporters put in their messages
 #: Images taken from the calibration data unless told otherwise (NNCF's default subset is 300).
 CALIBRATION_IMAGES = 256
+
+
+class DeploymentMismatchError(ValueError):
+    """A deployed model disagrees with its PyTorch model beyond the stated tolerance."""
 
 
 class DeploymentError(ValueError):
@@ -73,7 +77,10 @@ def native_output_to(sink: io.StringIO) -> Iterator[None]:
 def quiet() -> Iterator[io.StringIO]:
     """Hide warnings, prints (Python and native) and noisy loggers for this block only; yields the captured text."""
     buf = io.StringIO()
-    levels = {name: logging.getLogger(name if name != "root" else None).level for name in NOISY_LOGGERS}
+    from .registry import runtime_loggers
+
+    levels = {name: logging.getLogger(name if name != "root" else None).level
+              for name in (*NOISY_LOGGERS, *runtime_loggers())}
     with warnings.catch_warnings(), contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf), \
             native_output_to(buf), _no_live_widgets():
         warnings.simplefilter("ignore")

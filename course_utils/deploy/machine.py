@@ -19,6 +19,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..base import cpu_count
+
 #: Instruction-set flags the runtimes' kernels choose between (x86 names from ``/proc/cpuinfo``'s ``flags``, Arm
 #: names from its ``Features``), fastest int8 path last within each family.
 RELEVANT_FLAGS = ("sse4_2", "avx", "fma", "f16c", "avx2", "avx512f", "avx512bw", "avx512vl", "avx_vnni",
@@ -28,8 +30,6 @@ RELEVANT_FLAGS = ("sse4_2", "avx", "fma", "f16c", "avx2", "avx512f", "avx512bw",
 INT8_PATHS = (("amx_int8", "AMX-INT8"), ("avx512_vnni", "AVX-512 VNNI"), ("avx_vnni", "AVX-VNNI"),
               ("i8mm", "Arm I8MM"), ("asimddp", "Arm dot product"), ("avx512bw", "AVX-512 (no VNNI)"),
               ("avx2", "AVX2 (no VNNI)"))
-#: Libraries whose kernels the ratios depend on.
-LIBRARIES = ("torch", "onnxruntime", "openvino", "nncf", "executorch")
 #: Above this share of the CPU used by other processes (or stolen by the hypervisor) while timing, the ratios are
 #: not those of a quiet machine.
 BUSY_SHARE = 0.10
@@ -62,12 +62,8 @@ def _read(path: str) -> str:
 
 
 def bench_threads() -> int:
-    """Threads every runtime gets: the cores this process may use (``len(os.sched_getaffinity(0))``, which
-    containers and ``taskset`` restrict; ``os.cpu_count()`` where the scheduler has no affinity call)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # macOS, Windows
-        return max(1, os.cpu_count() or 1)
+    """Threads every runtime gets: the cores this process may use (:func:`course_utils.base.cpu_count`)."""
+    return cpu_count()
 
 
 def _threads_per_core() -> int | None:
@@ -81,10 +77,14 @@ def _threads_per_core() -> int | None:
     return count
 
 
-def library_versions(names: tuple[str, ...] = LIBRARIES) -> dict[str, str]:
-    """``{package: installed version or "missing"}``: what a ratio (or a cached artifact) depends on."""
+def library_versions(names: tuple[str, ...] | None = None) -> dict[str, str]:
+    """``{package: installed version or "missing"}`` of ``names`` (default: torch and every registered runtime's
+    libraries): what a ratio (or a cached artifact) depends on."""
     from importlib import metadata
 
+    from .registry import runtime_libraries
+
+    names = runtime_libraries() if names is None else names
     out = {}
     for name in names:
         try:

@@ -14,11 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .common import DeploymentMismatchError
 from .runners import Runner
-
-
-class DeploymentMismatchError(ValueError):
-    """A deployed model disagrees with its PyTorch model beyond the stated tolerance."""
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from torch import nn
 
 from ..metrics import size_on_disk
 from ..modules import clone_model
-from .common import as_numpy, check_batch_sizes
+from .common import DeploymentMismatchError, as_numpy, check_batch_sizes
 
 
 class Runner:
@@ -144,7 +144,6 @@ def compiled_runner(model: nn.Module, example_shape: Sequence[int], batch_sizes:
     are compared with the copy's own eager outputs; a mismatch raises a ``DeploymentMismatchError``.
     """
     from ..quantization.int8 import compile_int8, static_int8
-    from .parity import DeploymentMismatchError
 
     sizes = check_batch_sizes(batch_sizes)
     if precision not in ("fp32", "int8_static"):
@@ -178,3 +177,4 @@ def compiled_runner(model: nn.Module, example_shape: Sequence[int], batch_sizes:
                                "threads_at_compile": torch.get_num_threads()})
     runner.fixed_batch_sizes = sizes  # other sizes would recompile (dynamic=False); predict pads instead
     return runner
+

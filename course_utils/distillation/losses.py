@@ -20,10 +20,6 @@ from torch import nn
 from ..args import check_int, check_number
 
 
-def _check_temperature(name: str, value: float) -> None:
-    check_number(name, value, 0.0, low_open=True)
-
-
 def _check_kd_weight(kd_weight: float) -> None:
     check_number("kd_weight", kd_weight, 0.0, 1.0)
 
@@ -44,7 +40,7 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
 
     The ``T^2`` factor keeps the gradient magnitude comparable across temperatures.
     """
-    _check_temperature("temperature", temperature)
+    check_number("temperature", temperature, 0.0, low_open=True)
     _check_logits(student_logits, teacher_logits)
     log_p_s = F.log_softmax(student_logits / temperature, dim=1)
     p_t = F.softmax(teacher_logits.detach() / temperature, dim=1)
@@ -110,7 +106,7 @@ class ContrastMemory(nn.Module):
         super().__init__()
         check_int("n_data", n_data, 2)
         check_int("negatives", negatives, 1)
-        _check_temperature("temperature", temperature)
+        check_number("temperature", temperature, 0.0, low_open=True)
         check_number("momentum", momentum, 0.0, 1.0, high_open=True)
         self.n_data, self.negatives, self.temperature, self.momentum = n_data, negatives, temperature, momentum
         bound = 1.0 / math.sqrt(dim / 3)
@@ -188,7 +184,7 @@ class CRDLoss(nn.Module):
 
 def info_nce_loss(emb_student: torch.Tensor, emb_teacher: torch.Tensor, temperature: float = 0.07) -> torch.Tensor:
     """In-batch InfoNCE: each student embedding must pick its own teacher embedding among the batch."""
-    _check_temperature("temperature", temperature)
+    check_number("temperature", temperature, 0.0, low_open=True)
     logits = emb_student @ emb_teacher.t() / temperature
     return F.cross_entropy(logits, torch.arange(len(logits), device=logits.device))
 
@@ -198,7 +194,7 @@ class InfoNCELoss(nn.Module):
 
     def __init__(self, student_dim: int, teacher_dim: int, dim: int = 128, temperature: float = 0.07) -> None:
         super().__init__()
-        _check_temperature("temperature", temperature)
+        check_number("temperature", temperature, 0.0, low_open=True)
         self.embed_student = Embed(student_dim, dim)
         self.embed_teacher = Embed(teacher_dim, dim)
         self.temperature = temperature

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..args import check_number
 from ..modules import capture
 from ..train import Batch, History, StepOutput, TrainConfig, fit, get_device, seed_everything
-from .losses import CRDLoss, HintRegressor, InfoNCELoss, _check_temperature, hint_loss, kd_loss
+from .losses import CRDLoss, HintRegressor, InfoNCELoss, hint_loss, kd_loss
 
 #: Loss terms the objective understands (each gets a weight).
 LOSS_TERMS = ("ce", "kd", "hint", "crd", "infonce")
@@ -47,7 +47,7 @@ class DistillConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "losses", check_weights(self.losses))
-        _check_temperature("temperature", self.temperature)
+        check_number("temperature", self.temperature, 0.0, low_open=True)
 
     def layers(self) -> tuple[list[str], list[str]]:
         """Student and teacher layers the terms with a positive weight need."""

@@ -20,19 +20,16 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..args import check_number
+
 LOGIT_DETECTORS: tuple[str, ...] = ("msp", "energy", "max_logit")
 FEATURE_DETECTORS: tuple[str, ...] = ("mahalanobis", "knn", "vim")
 DETECTORS: tuple[str, ...] = LOGIT_DETECTORS + FEATURE_DETECTORS
 
 
-def _check_temperature(temperature: float) -> None:
-    if not temperature > 0:
-        raise ValueError(f"temperature={temperature!r} is not valid; it must be > 0")
-
-
 def msp_score(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """Maximum softmax probability of ``logits / temperature``."""
-    _check_temperature(temperature)
+    check_number("temperature", temperature, 0.0, low_open=True)
     return torch.softmax(logits.double() / temperature, dim=1).amax(dim=1).float()
 
 
@@ -42,7 +39,7 @@ def energy_score(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor
     Minus, so that higher means more in-distribution, as for MSP; for large ``T`` it tends to the mean logit
     plus a constant, for small ``T`` to the maximum logit.
     """
-    _check_temperature(temperature)
+    check_number("temperature", temperature, 0.0, low_open=True)
     return (temperature * torch.logsumexp(logits.double() / temperature, dim=1)).float()
 
 

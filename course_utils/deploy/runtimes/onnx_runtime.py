@@ -16,8 +16,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .common import DeploymentError, as_numpy, failing_as, folder_size
-from .runners import Runner
+from ..common import DeploymentError, as_numpy, failing_as, folder_size
+from ..registry import EdgeRuntime, register_runtime
+from ..runners import Runner
 
 INPUT_NAME = "x"
 
@@ -184,3 +185,19 @@ def build_onnxruntime(model: nn.Module, precision: str, example_shape: Sequence[
     counts = op_counts(out)
     info["quantize_nodes"] = counts["QuantizeLinear"] + counts["DynamicQuantizeLinear"]
     return out, info
+
+
+def _build(ready: nn.Module, precision: str, shape: Sequence[int], folder: Path,
+           batches: Sequence[torch.Tensor] | None, sizes: Sequence[int], threads: int) -> tuple[dict[str, str], dict]:
+    path, info = build_onnxruntime(ready, precision, shape, folder, batches, threads)
+    return {"model": path.name}, info
+
+
+def _load(folder: Path, files: dict[str, str], precision: str, sizes: Sequence[int], threads: int,
+          info: dict[str, Any]) -> OnnxRuntimeRunner:
+    return OnnxRuntimeRunner(folder / files["model"], precision, threads, info)
+
+
+register_runtime(EdgeRuntime("onnxruntime", ("fp32", "int8_dynamic", "int8_static"), calibrated=("int8_static",),
+                             attention="bmm", libraries=("onnx", "onnxruntime"),
+                             loggers=("torch.onnx", "onnxscript", "onnxruntime"), order=2, build=_build, load=_load))

@@ -16,9 +16,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .attention import export_friendly
-from .common import failing_as, folder_size, quiet
-from .runners import Runner
+from ..attention import export_friendly
+from ..common import failing_as, folder_size, quiet
+from ..registry import EdgeRuntime, register_runtime
+from ..runners import Runner
 
 _DELEGATE = "executorch_call_delegate"
 
@@ -165,3 +166,21 @@ def build_executorch(model: nn.Module, precision: str, example_shape: Sequence[i
         lowered[str(bs)] = round(time.perf_counter() - start, 1)
     info["seconds_lower"] = lowered
     return files, info
+
+
+def _build(ready: nn.Module, precision: str, shape: Sequence[int], folder: Path,
+           batches: Sequence[torch.Tensor] | None, sizes: Sequence[int], threads: int) -> tuple[dict[str, str], dict]:
+    programs, info = build_executorch(ready, precision, shape, folder, batches, sizes)
+    return {str(bs): p.name for bs, p in programs.items()}, info
+
+
+def _load(folder: Path, files: dict[str, str], precision: str, sizes: Sequence[int], threads: int,
+          info: dict[str, Any]) -> ExecuTorchRunner:
+    return ExecuTorchRunner(folder, {int(bs): folder / f for bs, f in files.items()}, precision, info)
+
+
+# XNNPACK cannot take SDPA (about 10 partitions instead of 2): attention as 3-D bmm. One .pte per batch size; an
+# int8 lowering is most of a minute here, so deploy_many starts these first.
+register_runtime(EdgeRuntime("executorch", ("fp32", "int8"), calibrated=("int8",), attention="bmm",
+                             libraries=("executorch", "torchao"), export_seconds={"int8": 55, "fp32": 15},
+                             loggers=("executorch",), order=4, per_batch_size=True, build=_build, load=_load))

@@ -16,8 +16,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .common import DeploymentError, as_numpy, failing_as, folder_size
-from .runners import Runner
+from ..common import DeploymentError, as_numpy, failing_as, folder_size
+from ..registry import EdgeRuntime, register_runtime
+from ..runners import Runner
 
 
 def convert(model: nn.Module, example_shape: Sequence[int]) -> Any:
@@ -140,3 +141,20 @@ def build_openvino(model: nn.Module, precision: str, example_shape: Sequence[int
         ov.save_model(ov_model, str(xml), compress_to_fp16=False)
     fq = sum(op.get_type_name() == "FakeQuantize" for op in ov_model.get_ops())
     return xml, {"fake_quantize_nodes": fq} if precision == "int8" else {}
+
+
+def _build(ready: nn.Module, precision: str, shape: Sequence[int], folder: Path,
+           batches: Sequence[torch.Tensor] | None, sizes: Sequence[int], threads: int) -> tuple[dict[str, str], dict]:
+    path, info = build_openvino(ready, precision, shape, folder, batches)
+    return {"model": path.name, "weights": path.with_suffix(".bin").name}, info
+
+
+def _load(folder: Path, files: dict[str, str], precision: str, sizes: Sequence[int], threads: int,
+          info: dict[str, Any]) -> OpenVinoRunner:
+    return OpenVinoRunner(folder / files["model"], precision, threads, sizes, info)
+
+
+# OpenVINO has a native SDPA op (and a smaller IR with it)
+register_runtime(EdgeRuntime("openvino", ("fp32", "int8"), calibrated=("int8",), attention="sdpa",
+                             libraries=("openvino", "nncf"), loggers=("nncf", "openvino"), order=3, build=_build,
+                             load=_load))
