@@ -29,8 +29,9 @@ run: setup  ## the main job: every notebook in order, full mode (pass ARGS="--sm
 smoke: setup  ## the whole series in smoke mode (about a minute per notebook)
 	$(PY) -m course_utils.running --smoke $(ARGS)
 
-lint: setup  ## ruff on the package, the tests and the notebooks
+lint: setup  ## ruff on the package, the tests and the notebooks; the import contract (tests/test_layers.py)
 	$(PY) -m ruff check course_utils tests notebooks
+	$(PY) -m pytest -q -p no:cacheprovider tests/test_layers.py
 
 unit: setup  ## unit tests of course_utils
 	$(PY) -m pytest -q tests

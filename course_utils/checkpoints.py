@@ -21,17 +21,9 @@ import torch
 from torch import nn
 
 from .base import single_thread
-from .io import OutputPathError, atomic_torch_save, ensure_writable_dir
-from .paths import check_path, checkpoint_dir, display_path, relative
+from .paths import check_path, checkpoint_path, display_path, relative
+from .storage import CheckpointNotSavedWarning, OutputPathError, atomic_torch_save, ensure_writable_dir
 from .train import History, seed_everything
-
-
-class CheckpointNotSavedWarning(UserWarning):
-    """Training finished but the checkpoint could not be written: the model is returned, later runs retrain."""
-
-
-# Every lost checkpoint is reported, not only the first of each call site (Python's default for warnings).
-warnings.filterwarnings("always", category=CheckpointNotSavedWarning)
 
 
 def _canonical(config: Mapping[str, Any]) -> str:
@@ -152,14 +144,6 @@ def is_cached(name: str, config: dict[str, Any], directory: os.PathLike | str | 
     except Exception:  # noqa: BLE001 - unreadable: train_or_load will retrain it
         return False
     return _problem(payload, config) is None
-
-
-def checkpoint_path(name: str, directory: os.PathLike | str | None = None) -> Path:
-    """Where ``train_or_load`` keeps the checkpoint ``name``: ``<directory or checkpoint_dir()>/<name>.pt``."""
-    if not isinstance(name, str) or not name.strip() or name in (".", "..") or any(c in name for c in "/\\\0"):
-        raise ValueError(f"name={name!r} is not valid; it must be a non-empty file stem without / or \\")
-    folder = check_path("directory", directory, optional=True)
-    return (folder if folder is not None else checkpoint_dir()) / f"{name}.pt"
 
 
 def check_checkpoint_target(path: os.PathLike | str) -> Path:

@@ -44,8 +44,8 @@ from typing import Any, Protocol
 import torch
 from tqdm.auto import tqdm
 
-from .base import cpu_count, single_thread
-from .io import Terminated, end_processes, ending_signal, terminate_on_signals
+from .base import cpu_count, get_device, show_progress, single_thread
+from .storage import Terminated, end_processes, ending_signal, terminate_on_signals
 
 #: Set in worker processes, so a call that itself uses :func:`run` stays sequential there.
 WORKER_FLAG = "COURSE_PARALLEL_WORKER"
@@ -94,7 +94,6 @@ def resolve_workers(workers: int = 0, device: str | torch.device = "cpu") -> int
     is one device: its trainings queue up in this process)."""
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
         raise ValueError(f"workers={workers!r} is not valid; it must be an integer >= 0 (0: one per CPU core)")
-    from .train import get_device  # the device rules of the training loop ("auto", "cuda:N", ...)
 
     if in_worker() or get_device(device).type != "cpu":
         return 1
@@ -204,22 +203,22 @@ def current_backend() -> Backend | None:
 
 def _save_returned(saved: Mapping[str, bytes]) -> None:
     """Write the checkpoints a remote worker trained into this machine's checkpoint folder (atomically)."""
-    from .checkpoints import checkpoint_path
-    from .io import atomic_path
+    from .paths import checkpoint_path
+    from .storage import atomic_path
 
     for name, data in saved.items():
         try:
             with atomic_path(checkpoint_path(name)) as tmp:
                 Path(tmp).write_bytes(data)
         except OSError as e:  # the call's result is still good: only the cache is lost (say so, as train_or_load)
-            from .checkpoints import CheckpointNotSavedWarning
+            from .storage import CheckpointNotSavedWarning
 
             warnings.warn(f"could not save checkpoint {name!r} trained by a worker: it was NOT saved ({e}); later "
                           "runs will train it again", CheckpointNotSavedWarning, stacklevel=2)
 
 
 def _shipped(c: Call) -> dict[str, bytes]:
-    from .checkpoints import checkpoint_path
+    from .paths import checkpoint_path
 
     return {n: p.read_bytes() for n in c.checkpoints if (p := checkpoint_path(n)).is_file()}
 
@@ -440,6 +439,5 @@ def run(calls: Sequence[Call], workers: int = 0, device: str | torch.device = "c
 
 
 def _quiet(progress: bool) -> bool:
-    from .train import show_progress
 
     return not show_progress(progress)

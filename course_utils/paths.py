@@ -59,6 +59,14 @@ def checkpoint_dir() -> Path:
     return _env_path("COURSE_CHECKPOINT_DIR", REPO_ROOT / "checkpoints")
 
 
+def checkpoint_path(name: str, directory: os.PathLike | str | None = None) -> Path:
+    """Where ``train_or_load`` keeps the checkpoint ``name``: ``<directory or checkpoint_dir()>/<name>.pt``."""
+    if not isinstance(name, str) or not name.strip() or name in (".", "..") or any(c in name for c in "/\\\0"):
+        raise ValueError(f"name={name!r} is not valid; it must be a non-empty file stem without / or \\")
+    folder = check_path("directory", directory, optional=True)
+    return (folder if folder is not None else checkpoint_dir()) / f"{name}.pt"
+
+
 def results_path(smoke: bool | None = None) -> Path:
     """The results store (``COURSE_RESULTS_PATH``; default ``results/results.json``, smoke ``runs/smoke/``).
 

@@ -18,8 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .io import OutputPathError, atomic_write_text
 from .paths import check_path, display_path, results_path
+from .storage import OutputPathError, atomic_write_text
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -70,7 +70,7 @@ def check_writable(path: os.PathLike | str | None = None) -> Path:
     An existing store is rewritten unchanged under its lock, so whatever would stop a real write (an immutable or
     read-only file, a read-only or full disk, a lock that cannot be taken) raises ``OutputPathError`` naming the
     store here. A store not created yet needs a writable folder and its lock."""
-    from .io import ensure_writable_file
+    from .storage import ensure_writable_file
 
     p = _path(path)
     try:

@@ -31,15 +31,6 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from . import paths
-from .io import (
-    OutputPathError,
-    Terminated,
-    atomic_write_text,
-    end_processes,
-    ensure_writable_dir,
-    ensure_writable_file,
-    terminate_on_signals,
-)
 from .params import (
     ENV_PREFIX,
     OUTPUT_PARAMETERS,
@@ -51,6 +42,15 @@ from .params import (
     typed_parameters,
 )
 from .paths import REPO_ROOT, check_path, configure_outputs, display_path
+from .storage import (
+    OutputPathError,
+    Terminated,
+    atomic_write_text,
+    end_processes,
+    ensure_writable_dir,
+    ensure_writable_file,
+    terminate_on_signals,
+)
 
 __all__ = ["ENV_PREFIX", "OUTPUT_PARAMETERS", "RunnerError", "configure_outputs", "convert", "discover", "main",
            "notebook_parameters", "param", "parse_parameters", "run_series", "typed_parameters"]

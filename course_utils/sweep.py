@@ -41,8 +41,8 @@ from typing import Any
 from . import parallel, results
 from .args import check_choice
 from .baselines import DEFAULT_ALPHA
-from .io import Terminated, atomic_write_text, ending_signal, ensure_writable_dir, terminate_on_signals
 from .paths import REPO_ROOT
+from .storage import Terminated, atomic_write_text, ending_signal, ensure_writable_dir, terminate_on_signals
 
 FAMILIES = {"vit": ("dyt", "layernorm"), "cnn": ("dyt", "batchnorm")}
 #: Notebook 07's regimes, plus ``finetune`` (the same fine-tuning without pruning: the control of RQ2).

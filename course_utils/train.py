@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,6 +23,8 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .args import check_int, check_number
+from .base import get_device as get_device  # re-exported: the training loop's device rules
+from .base import show_progress as show_progress
 
 History = dict[str, list[float]]
 #: How checkpointed trainings run (part of every baseline's and zoo model's checkpoint key): a change here retrains
@@ -38,28 +39,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def get_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` picks cuda, then mps, then cpu; a named device must exist on this machine."""
-    if isinstance(device, torch.device):
-        return device
-    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "mps" if mps else "cpu")
-    if not isinstance(device, str) or not (device in ("cpu", "cuda", "mps") or device.startswith("cuda:")):
-        raise ValueError(f"device={device!r} is not valid; choose 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} is not available: this machine has no CUDA GPU "
-                         "(torch.cuda.is_available() is False); use 'auto' or 'cpu'")
-    if device == "mps" and not mps:
-        raise ValueError("device='mps' is not available on this machine; use 'auto' or 'cpu'")
-    return torch.device(device)
-
-
-def show_progress(progress: bool = True) -> bool:
-    """Whether to draw tqdm bars: ``progress`` unless the environment sets ``TQDM_DISABLE=1`` (batch runs)."""
-    return progress and os.environ.get("TQDM_DISABLE", "0") in ("", "0")
 
 
 # --------------------------------------------------------------------------------------------- configuration

@@ -7,8 +7,8 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from course_utils import io as course_io
 from course_utils import running
+from course_utils import storage as course_io
 from course_utils.paths import REPO_FIGURES, REPO_RESULTS
 
 CELL_01 = 'from course_utils.running import param\nsmoke = param("smoke", False)\nseed = param("seed", 0)\n' \

@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 from course_utils import checkpoints
-from course_utils import io as course_io
+from course_utils import storage as course_io
 from course_utils.checkpoints import CheckpointNotSavedWarning, load_checkpoint, save_checkpoint, train_or_load
-from course_utils.io import OutputPathError
+from course_utils.storage import OutputPathError
 
 HISTORY = {"test_acc": [0.5]}
 

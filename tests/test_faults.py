@@ -24,7 +24,7 @@ from nbformat.v4 import new_code_cell, new_notebook
 from torch import nn
 
 from course_utils import cluster, parallel, results, sweep
-from course_utils import io as course_io
+from course_utils import storage as course_io
 from course_utils.checkpoints import CheckpointNotSavedWarning, train_or_load
 from course_utils.paths import REPO_ROOT
 
@@ -221,7 +221,7 @@ def test_sigterm_while_a_pool_works_ends_its_workers_then_the_process(tmp_path):
 
 WRITER_SCRIPT = """\
 import sys, time
-from course_utils.io import atomic_path
+from course_utils.storage import atomic_path
 with atomic_path(sys.argv[1]) as tmp:
     tmp.write_text("half of it")
     print(tmp, flush=True)

@@ -6,7 +6,7 @@ import multiprocessing as mp
 import pytest
 
 from course_utils import results
-from course_utils.io import OutputPathError
+from course_utils.storage import OutputPathError
 
 
 def test_record_upserts_instead_of_duplicating(tmp_path):
@@ -156,7 +156,8 @@ def test_unknown_filter_and_bad_table(tmp_path):
 
 
 def test_paths_and_io_reject_bad_arguments(tmp_path):
-    from course_utils import io, paths
+    from course_utils import paths
+    from course_utils import storage as io
 
     for call, match in [(lambda: paths.figures_dir(smoke="yes"), "smoke='yes'"),
                         (lambda: paths.results_path(smoke=1), "smoke=1"),

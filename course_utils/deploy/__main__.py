@@ -35,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--workers {args.workers} is not valid; it must be >= 0 (0: one process per CPU core)")
     if args.min_run_time is not None and not 0 < args.min_run_time <= 3600:  # NaN fails too
         parser.error(f"--min-run-time {args.min_run_time} is not valid; it must be a number of seconds in (0, 3600]")
-    from ..io import OutputPathError
+    from ..storage import OutputPathError
     from .bench import check_bench_arguments, run_bench
 
     try:  # the artifact folder is checked before minutes of training, not after

@@ -20,10 +20,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..storage import atomic_dir
 from . import runtimes  # noqa: F401 - importing the package registers every runtime
 from .attention import export_friendly
 from .common import (
-    atomic_dir,
     calibration_batches,
     check_batch_sizes,
     check_example_shape,

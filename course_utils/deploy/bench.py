@@ -24,8 +24,8 @@ from .. import parallel
 from ..args import check_int, check_number
 from ..baselines import get_baseline
 from ..data import get_data, stack_loader, stratified_sample
-from ..io import ensure_writable_dir
 from ..metrics import benchmark, size_on_disk
+from ..storage import ensure_writable_dir
 from ..zoo import calibration_images
 from .api import TARGETS, deploy_many
 from .common import default_workdir

@@ -12,10 +12,8 @@ import io
 import logging
 import os
 import re
-import shutil
 import sys
 import tempfile
-import uuid
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -122,35 +120,6 @@ def failing_as(what: str) -> Iterator[io.StringIO]:
             tail = _ANSI.sub("", log.getvalue()).strip().splitlines()[-5:]
             extra = ("\nlast lines it printed:\n  " + "\n  ".join(tail)) if tail else ""
             raise DeploymentError(f"{what} failed: {type(e).__name__}: {_ANSI.sub('', str(e))[:800]}{extra}") from e
-
-
-@contextlib.contextmanager
-def atomic_dir(target: Path) -> Iterator[Path]:
-    """A fresh temporary folder beside ``target`` that replaces ``target`` only if the block succeeds.
-
-    Readers see the old complete folder or the new complete one, never a half-written artifact.
-    """
-    target = Path(target)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    except OSError as e:
-        raise DeploymentError(f"cannot write artifacts into {target.parent}: {e.strerror or e}") from e
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; give the folder the usual permissions
-    try:
-        yield tmp
-        if target.exists():
-            old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def folder_size(path: Path) -> int:

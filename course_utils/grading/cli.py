@@ -13,8 +13,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from ..io import Terminated, terminate_on_signals
 from ..paths import REPO_ROOT, display_path, relative
+from ..storage import Terminated, terminate_on_signals
 from . import api
 from .core import PASSED
 from .report import number

@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from ..io import atomic_torch_save
 from ..paths import checkpoint_dir
+from ..storage import atomic_torch_save
 
 
 def cache_dir() -> Path:

@@ -22,12 +22,22 @@ import signal
 import tempfile
 import threading
 import time
+import uuid
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from .paths import check_path, display_path
+
+
+class CheckpointNotSavedWarning(UserWarning):
+    """Training finished but the checkpoint could not be written: the model is returned, later runs retrain."""
+
+
+# Every lost checkpoint is reported, not only the first of each call site (Python's default for warnings).
+warnings.filterwarnings("always", category=CheckpointNotSavedWarning)
 
 
 class OutputPathError(OSError):
@@ -178,7 +188,7 @@ def terminate_on_signals() -> Iterator[bool]:
 def end_processes(pids: Sequence[int], grace: float = 5.0) -> list[int]:
     """End the processes ``pids`` and everything they started (their descendants, whatever process group or
     session those joined): SIGTERM first, so a worker removes its unfinished temporary files
-    (``io.atomic_path``), then SIGKILL for any still alive after ``grace`` seconds. Returns once all are dead, with
+    (``storage.atomic_path``), then SIGKILL for any still alive after ``grace`` seconds. Returns once all are dead, with
     the ids of those that needed SIGKILL. Dead children are left for their owner to reap: ``multiprocessing`` and
     ``subprocess`` must see their exit, or they take them for alive (and a process pool's shutdown spins forever)."""
     try:
@@ -256,6 +266,34 @@ def atomic_path(path: os.PathLike | str) -> Iterator[Path]:
             _PARTIAL.discard(tmp)
             if os.path.exists(tmp):
                 os.unlink(tmp)
+
+
+@contextmanager
+def atomic_dir(target: os.PathLike | str) -> Iterator[Path]:
+    """A fresh temporary folder beside ``target`` that replaces ``target`` only if the block succeeds (the folder
+    twin of :func:`atomic_path`): readers see the old complete folder or the new complete one, never a half-written
+    one. An unwritable parent raises ``OutputPathError`` naming it."""
+    target = check_path("target", target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    except OSError as e:
+        raise OutputPathError(f"cannot write into {display_path(target.parent)} ({_reason(e)})") from e
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; give the folder the usual permissions
+    try:
+        yield tmp
+        if target.exists():
+            old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+            os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _payload_bytes(obj: Any) -> int:
