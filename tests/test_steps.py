@@ -104,3 +104,10 @@ def test_the_zoo_names_no_step_kind_itself():
     text = open(source).read()
     assert not re.search(r"startswith\(\"(unstructured|structured|gradual|qat|ptq|student)", text)
     assert "group(" not in text and "recipe is FINETUNE" not in text
+
+
+def test_the_sweeps_regimes_are_registered_steps():
+    from course_utils import sweep
+
+    for regime in (*sweep.REGIMES, *sweep.SMOKE_REGIMES, *sweep.ALPHA_REGIMES):
+        assert [s.text for s in zoo.parse_steps(regime)] == [regime]
