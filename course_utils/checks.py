@@ -11,14 +11,17 @@ A check cell of the series looks like this::
 - On success it prints one line, ``Exercise 1 passed: the DyT forward pass.`` (what nbval compares).
 - A wrong answer fails loudly with an ``ExerciseFailed`` whose message names the mistake.
 - A stub that still raises ``NotImplementedError`` prints "not attempted yet" and lets Run All (and papermill)
-  go on, because no later cell needs exercise code. Under the grader (``COURSE_GRADING=1``) it fails instead,
-  so an unattempted exercise never earns points.
+  go on. Under the grader (``COURSE_GRADING=1``) it fails instead, so an unattempted exercise never earns points.
+- A later cell that runs the student's function takes it through :func:`mine_or_reference`: while the stub still
+  raises ``NotImplementedError`` the reference runs instead, and the cell says so in one line.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from types import TracebackType
+from typing import Any
 
 #: Environment variable the grader sets in the kernel it starts.
 GRADING_ENV = "COURSE_GRADING"
@@ -67,3 +70,21 @@ class exercise:  # noqa: N801 - used as a statement: ``with exercise(1, "..."):`
         if issubclass(exc_type, Exception):
             raise ExerciseFailed(f"{label}: your code raised {exc_type.__name__}: {exc}") from exc
         return False
+
+
+def mine_or_reference(mine: Callable[..., Any], reference: Callable[..., Any], what: str) -> Callable[..., Any]:
+    """``mine`` where the student wrote it, else ``reference`` (while ``mine`` still raises ``NotImplementedError``),
+    saying once which one ran: later cells run the student's code, and an unsolved notebook still runs end to end."""
+    told: list[bool] = []
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return mine(*args, **kwargs)
+        except NotImplementedError:
+            if not told:
+                told.append(True)
+                print(f"{what}: your function is not written yet, so this cell uses the reference "
+                      f"{reference.__module__}.{reference.__qualname__}")
+            return reference(*args, **kwargs)
+
+    return run

@@ -120,11 +120,14 @@ WRONG: dict[str, dict[str, list[list[str]]]] = {
                 ["d = np.asarray(a, float) - np.asarray(b, float)\n"
                  "half = 1.959964 * d.std(ddof=1) / math.sqrt(len(d))\n"
                  "return float(d.mean()), float(d.mean() - half), float(d.mean() + half)"]],
-        "ex2": [["rows = store[(store.notebook == '02') & (store.technique == 'unstructured one-shot + fine-tune')]\n"
+        "ex2": [["p = np.asarray(p, dtype=float)\nreturn p <= alpha / len(p)"],
+                ["p = np.asarray(p, dtype=float)\nreject = np.zeros(len(p), dtype=bool)\n"
+                 "for k, i in enumerate(np.argsort(p)):\n    reject[i] = p[i] <= alpha / (len(p) - k)\nreturn reject"]],
+        "ex3": [["rows = store[(store.notebook == '02') & (store.technique == 'unstructured one-shot + fine-tune')]\n"
                  "return rows.pivot_table(index='setting', columns='norm', values='value')"],
                 ["rows = store[(store.notebook == '02') & (store.metric == 'accuracy')]\n"
                  "return rows.pivot_table(index='setting', columns='norm', values='value')"]],
-        "ex3": [["cost, value = np.asarray(cost, float), np.asarray(value, float)\n"
+        "ex4": [["cost, value = np.asarray(cost, float), np.asarray(value, float)\n"
                  "return np.array([not ((cost < c) & (value > v)).any() for c, v in zip(cost, value)])"],
                 ["cost, value = np.asarray(cost, float), np.asarray(value, float)\n"
                  "return np.array([not ((cost <= c) & (value >= v) & (np.arange(len(cost)) != i)).any() "
@@ -147,6 +150,10 @@ ALTERNATIVES: dict[str, dict[str, list[str]]] = {
     "04_distillation.ipynb": {"ex1": ["p = F.softmax(teacher_logits / T, 1)\n"
                                       "log_q = F.log_softmax(student_logits / T, 1)\n"
                                       "return (p * (p.clamp_min(1e-30).log() - log_q)).sum(1).mean() * T * T"]},
+    "07_ablation_summary.ipynb": {"ex2": ["p = np.asarray(p, dtype=float)\norder = np.argsort(p, kind='stable')\n"
+                                          "ok = p[order] <= alpha / (len(p) - np.arange(len(p)))\n"
+                                          "out = np.zeros(len(p), dtype=bool)\n"
+                                          "out[order] = np.cumprod(ok).astype(bool)\nreturn out"]},
 }
 
 
