@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 #: ``build(ready_model, precision, example_shape, folder, calibration_batches, batch_sizes, threads)`` returns the
@@ -53,8 +52,6 @@ class EdgeRuntime:
     def in_process(self) -> bool:
         return self.make is not None
 
-    def files_exist(self, folder: Path, files: Mapping[str, str]) -> bool:
-        return bool(files) and all((folder / f).is_file() for f in files.values())
 
 
 RUNTIME_REGISTRY: dict[str, EdgeRuntime] = {}

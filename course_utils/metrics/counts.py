@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from ..modules import effective_weight, is_pruned
+from ..modules import effective_weight, graph_constant, is_pruned
 
 aten = torch.ops.aten
 
@@ -40,17 +40,12 @@ def size_on_disk(model: nn.Module | dict[str, Any]) -> int:
     int8 model) only the tensors its graph reads are saved: ``torch.export`` keeps the fp32 parameters beside the
     int8 constants that replaced them, and they are not part of the model that runs."""
     if isinstance(model, torch.fx.GraphModule):
-        model = {str(n.target): _attr(model, str(n.target)) for n in model.graph.nodes if n.op == "get_attr"}
+        model = {str(n.target): graph_constant(model, n) for n in model.graph.nodes if n.op == "get_attr"}
         model = {k: v for k, v in model.items() if isinstance(v, torch.Tensor)}
     buf = io.BytesIO()
     torch.save(model.state_dict() if isinstance(model, nn.Module) else model, buf)
     return buf.getbuffer().nbytes
 
-
-def _attr(module: nn.Module, target: str) -> Any:
-    for part in target.split("."):
-        module = getattr(module, part)
-    return module
 
 
 def _sdpa_cpu_flops(query_shape, key_shape, value_shape, *args, **kwargs) -> int:
