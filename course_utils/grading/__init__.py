@@ -1,8 +1,9 @@
 """The course's grader: student versions, trustworthy grading of submissions, validation, self-checks.
 
-``python -m course_utils.grading release|grade|validate|check`` (see :mod:`.cli`), or the functions below.
+``python -m course_utils.grading release|grade|validate|check|merge`` (see :mod:`.cli`), or the functions below.
 The package is split by concern: :mod:`.surgery` (solution blocks and hidden tests in cell sources),
-:mod:`.layout` (which cells are set-up, exercise, check; the student version), :mod:`.submission` (what a
+:mod:`.layout` (which cells are set-up, exercise, check; the student version), :mod:`.manual` (written
+answers graded by hand with a rubric, merged back), :mod:`.submission` (what a
 student's notebook contributes, tampering, suspicious code), :mod:`.sandbox` and :mod:`.worker` (the box a
 kernel runs in), :mod:`.runner` (time limits from outside), :mod:`.core` (rebuild, run, judge), :mod:`.report`
 (gradebook and feedback) and :mod:`.api`.
@@ -20,6 +21,7 @@ _WHERE = {
     "GradeReport": "api", "check": "api", "grade": "api", "layouts": "api", "release": "api", "validate": "api",
     "STATUSES": "core", "Result": "core",
     "Layout": "layout", "instructor_layout": "layout", "student_notebook": "layout", "student_version": "layout",
+    "merge": "manual", "Question": "manual",
     "COLUMNS": "report", "Row": "report", "read_gradebook": "report",
     "GraderError": "runner", "Limits": "runner",
     "Sandbox": "sandbox", "probe": "sandbox",

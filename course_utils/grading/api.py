@@ -19,8 +19,9 @@ import nbformat
 
 from ..paths import REPO_ROOT, check_path
 from ..running import discover
+from . import manual
 from .core import ERROR, MISSING, PASSED, TAMPERED, Result, grade_layout
-from .layout import Layout, instructor_layout, read_notebook, self_check_layout, student_notebook
+from .layout import RUBRIC_BEGIN, Layout, instructor_layout, read_notebook, self_check_layout, student_notebook
 from .report import Row, write_outputs
 from .runner import Limits, kill_all, resume
 from .sandbox import probe
@@ -152,6 +153,14 @@ def _grade_one(student: str, path: Path, layout: Layout, lim: Limits, hide: list
     return rows, outcome.executed
 
 
+def _readable(path: Path) -> nbformat.NotebookNode | None:
+    """A student's notebook for its written answers (None if missing or unreadable: the exercises' rows say why)."""
+    try:
+        return read_notebook(path, "submitted notebook") if path.is_file() else None
+    except ValueError:
+        return None
+
+
 @contextlib.contextmanager
 def _no_termination():
     """Hold SIGTERM (delivered right after) while the outputs are written."""
@@ -218,14 +227,20 @@ def grade(submissions: os.PathLike | str, out: os.PathLike | str, jobs: int = 2,
     hide = [str(_folder("notebooks_dir", notebooks_dir)), str(root), str(target)]
     done = _run_all(workers, [(_grade_one, (s.name, s / layout.name, layout, lim, hide, sandbox))
                               for s in students for layout in series])
-    rows = [r for rs, _ in done for r in rs]
-    executed = {(s.name, layout.name): nb for (s, layout), (_, nb) in
-                zip([(s, layout) for s in students for layout in series], done) if nb is not None}
+    pairs = [(s, layout) for s in students for layout in series]
+    rows, sheet = [], []
+    for (s, layout), (graded, _) in zip(pairs, done):
+        written, answers = manual.answer_rows(s.name, layout.name, layout.questions,
+                                              _readable(s / layout.name) if layout.questions else None)
+        rows += graded + written
+        sheet += answers
+    executed = {(s.name, layout.name): nb for (s, layout), (_, nb) in zip(pairs, done) if nb is not None}
     seconds = time.monotonic() - started
     with _no_termination():  # a SIGTERM now waits until every file is written: never half a gradebook
         write_outputs(target, rows, executed, {"protections": box.describe(), "warnings": list(box.warnings),
                                                "seconds": round(seconds, 1), "jobs": workers,
                                                "limits": vars(lim)})
+        manual.write_sheet(target, sheet, {layout.name: layout.questions for layout in series if layout.questions})
     return GradeReport(rows, target, seconds, box.describe(), list(box.warnings))
 
 
@@ -242,6 +257,10 @@ def validate(notebooks_dir: os.PathLike | str = NOTEBOOKS, jobs: int = 2, timeou
         if back.tampered or any(s != [None] * len(s) for s in back.solutions.values()):
             problems.append(f"{layout.name}: the released version does not read back as unattempted "
                             f"({'; '.join(m for _, m in back.tampered) or 'solutions found'})")
+        released = "\n".join(c.source for c in student_notebook(layout).cells)
+        leaked = [q.number for q in layout.questions if RUBRIC_BEGIN in released or q.rubric in released]
+        if leaked:
+            problems.append(f"{layout.name}: the released version shows the rubric of {', '.join(leaked)}")
     box = probe(sandbox)
     runs = [(layout.name, kind, solutions) for layout in series
             for kind, solutions in (("instructor", {e.ordinal: list(e.solutions) for e in layout.exercises}),

@@ -1,4 +1,4 @@
-"""``python -m course_utils.grading {release,grade,validate,check}``.
+"""``python -m course_utils.grading {release,grade,validate,check,merge}``.
 
 Exit status: 0 when the command ran (whatever the students scored), 1 when ``validate`` finds a problem or the
 grader itself cannot run (its environment is checked before any kernel starts), 2 for bad input (every argument is
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..paths import REPO_ROOT, display_path, relative
 from ..storage import Terminated, terminate_on_signals
-from . import api
+from . import api, manual
 from .core import PASSED
 from .report import number
 from .runner import GraderError
@@ -46,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     ck.add_argument("notebook")
     ck.add_argument("--timeout-cell", type=float, default=60.0)
     ck.add_argument("--timeout-notebook", type=float, default=600.0)
+    mg = sub.add_parser("merge", help="merge the hand-graded written answers (manual/answers.csv) into a grades folder")
+    mg.add_argument("grades", help="the folder `grade --out` wrote")
+    mg.add_argument("--sheet", default=None, help="the filled sheet (default: GRADES/manual/answers.csv)")
     for p in (gr, sub.choices["validate"], ck):
         p.add_argument("--no-sandbox", action="store_true", help="no namespaces (debugging the grader only)")
     return ap
@@ -93,6 +96,14 @@ def _run(args: argparse.Namespace) -> int:
             print(f"sandbox: {report.protections}")
             print(f"gradebook: {display_path(report.out / 'gradebook.csv')}; feedback: "
                   f"{display_path(report.out / 'feedback')}/")
+            if counts.get(manual.PENDING):
+                print(f"written answers: fill in {display_path(report.out / 'manual' / 'answers.csv')} with "
+                      f"{display_path(report.out / 'manual' / 'rubric.md')}, then run "
+                      f"`python -m course_utils.grading merge {display_path(report.out)}`")
+        elif args.command == "merge":
+            done = manual.merge(args.grades, args.sheet)
+            print(f"merged {done.graded} hand-graded answer(s) for {done.students} student(s); "
+                  f"{done.pending} still pending")
         elif args.command == "validate":
             _warn(list(api.probe(not args.no_sandbox).warnings))
             problems = api.validate(args.notebooks_dir, args.jobs, args.timeout_cell, args.timeout_notebook,

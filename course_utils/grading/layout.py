@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import ast
 import copy
+import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
@@ -22,6 +23,10 @@ from .surgery import BEGIN, CHECK_MARKER, Template, compiles, split_solutions, s
 
 METADATA_KEY = "course_grading"
 _POINTS = re.compile(r"^#\s*POINTS:\s*(\S+)\s*$")
+#: An answer cell (markdown): its first line gives the points, the rubric sits between the markers (see .manual).
+RUBRIC_BEGIN, RUBRIC_END = "### BEGIN RUBRIC", "### END RUBRIC"
+PLACEHOLDER = "YOUR ANSWER HERE"
+_HEADER = re.compile(r"^\*\*Your answer\*\*\s*\((?P<points>[0-9.]+)\s*points?\)\s*:?\s*$")
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,7 @@ class Layout:
     notebook: NotebookNode
     setup_ids: list[str]
     exercises: list[Exercise]
+    questions: list[Question] = field(default_factory=list)  # written answers, graded by hand
 
     @property
     def max_points(self) -> float:
@@ -55,6 +61,60 @@ class Layout:
 
     def cell(self, cell_id: str) -> NotebookNode:
         return next(c for c in self.notebook.cells if c.get("id") == cell_id)
+
+
+@dataclass(frozen=True)
+class Question:
+    """One written question: its answer cell, what it is worth, the question text and the (secret) rubric."""
+
+    number: str  # "Q1", "Q2", ... in notebook order
+    points: float
+    cell_id: str
+    header: str  # the answer cell's first line, kept in the student version
+    prompt: str
+    rubric: str
+
+
+def is_answer(cell: NotebookNode) -> bool:
+    return cell.cell_type == "markdown" and RUBRIC_BEGIN in cell.source
+
+
+def questions_of(nb: NotebookNode, name: str) -> list[Question]:
+    """The written questions of an instructor's notebook; ValueError naming the cell for a broken answer cell."""
+    found: list[Question] = []
+    prompt = ""
+    for cell in nb.cells:
+        if cell.cell_type != "markdown":
+            continue
+        if not is_answer(cell):
+            if "**Question" in cell.source:
+                prompt = cell.source[cell.source.index("**Question"):].strip()
+            continue
+        what = f"{name}, answer cell {cell.id}"
+        lines = cell.source.strip().split("\n")
+        match = _HEADER.match(lines[0].strip())
+        if not match:
+            raise ValueError(f"{what}: the first line must read '**Your answer** (N points):', not {lines[0]!r}")
+        points = float(match.group("points")) if match.group("points").replace(".", "", 1).isdigit() else -1.0
+        if not (points > 0 and math.isfinite(points)):
+            raise ValueError(f"{what}: the points must be a number > 0, not {match.group('points')!r}")
+        body = "\n".join(lines[1:])
+        if body.count(RUBRIC_BEGIN) != 1 or body.count(RUBRIC_END) != 1 or \
+                body.index(RUBRIC_BEGIN) > body.index(RUBRIC_END):
+            raise ValueError(f"{what}: needs exactly one {RUBRIC_BEGIN!r} ... {RUBRIC_END!r} block")
+        rubric = body[body.index(RUBRIC_BEGIN) + len(RUBRIC_BEGIN):body.index(RUBRIC_END)].strip()
+        if not rubric:
+            raise ValueError(f"{what}: the rubric is empty")
+        if not prompt:
+            raise ValueError(f"{what}: no '**Question' cell comes before it")
+        found.append(Question(f"Q{len(found) + 1}", points, cell.id, lines[0].strip(), prompt, rubric))
+        prompt = ""
+    return found
+
+
+def released_source(question: Question) -> str:
+    """The answer cell as students get it: the header, then the placeholder (no rubric)."""
+    return f"{question.header}\n\n{PLACEHOLDER}"
 
 
 def read_notebook(path: os.PathLike | str, what: str = "notebook") -> NotebookNode:
@@ -138,7 +198,7 @@ def instructor_layout(path: os.PathLike | str) -> Layout:
     numbers = [e.number for e in exercises]
     if len(set(numbers)) != len(numbers):
         raise ValueError(f"{name}: two check cells use the same exercise number ({numbers})")
-    return Layout(name, nb, [c.id for c in code if is_setup(c)], exercises)
+    return Layout(name, nb, [c.id for c in code if is_setup(c)], exercises, questions_of(nb, name))
 
 
 def student_notebook(layout: Layout) -> NotebookNode:
@@ -146,7 +206,10 @@ def student_notebook(layout: Layout) -> NotebookNode:
     nb = copy.deepcopy(layout.notebook)
     by_id = {e.cell_id: e for e in layout.exercises}
     checks = {e.check_id: e for e in layout.exercises}
+    answers = {q.cell_id: q for q in layout.questions}
     for cell in nb.cells:
+        if cell.id in answers:
+            cell.source = released_source(answers[cell.id])
         if cell.cell_type != "code":
             continue
         if cell.id in by_id:
@@ -158,7 +221,8 @@ def student_notebook(layout: Layout) -> NotebookNode:
     nb.metadata[METADATA_KEY] = {
         "setup": list(layout.setup_ids),
         "exercises": [{"cell": e.cell_id, "check": e.check_id, "number": e.number, "points": e.points}
-                      for e in layout.exercises]}
+                      for e in layout.exercises],
+        "questions": [{"cell": q.cell_id, "number": q.number, "points": q.points} for q in layout.questions]}
     return nb
 
 

@@ -20,6 +20,8 @@ from nbformat import NotebookNode
 
 from .core import PASSED, TAMPERED
 
+#: Statuses of written answers (:mod:`.manual`): not yet graded by a person, left empty, graded by a person.
+PENDING, UNANSWERED, GRADED = "pending", "unanswered", "graded by hand"
 COLUMNS = ("student", "notebook", "exercise", "points", "max_points", "status", "message")
 
 
@@ -79,7 +81,11 @@ def feedback_text(student: str, rows: list[Row]) -> str:
         if notes:
             lines += ["", "Changes outside the solution blocks (not graded; the instructor's cells were run):", ""]
             lines += [f"- {('exercise ' + r.exercise + ': ') if r.exercise else ''}{_md(r.message)}" for r in notes]
-        if scored and all(r.status == PASSED for r in scored):
+        waiting = sum(r.status == PENDING for r in scored)
+        if waiting:
+            lines += ["", f"{waiting} written answer(s) await grading by hand; their points are added when a "
+                          "teaching assistant has graded them."]
+        if scored and all(r.status in (PASSED, GRADED) for r in scored):
             lines += ["", "All exercises passed."]
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
