@@ -22,8 +22,8 @@ LAYERS = {
     "base": ("args", "base", "paths", "storage", "parallel"),
     "lessons": ("norms", "modules", "models", "train", "data", "metrics", "stats", "plots", "pruning", "quantization",
                 "distillation", "robustness", "deploy"),
-    "course": ("checkpoints", "baselines", "steps", "zoo", "sweep", "cluster", "ablation", "results", "deploy.bench",
-               "deploy.__main__"),
+    "course": ("checkpoints", "baselines", "steps", "designs", "zoo", "sweep", "cluster", "ablation", "results",
+               "deploy.bench", "deploy.__main__"),
     "notebooks": ("running", "kernels", "params", "notebook", "checks", "widgets", "grading"),
 }
 RANK = {name: i for i, name in enumerate(LAYERS)}

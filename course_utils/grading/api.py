@@ -20,9 +20,17 @@ import nbformat
 from ..paths import REPO_ROOT, check_path
 from ..running import discover
 from . import manual
-from .core import ERROR, MISSING, PASSED, TAMPERED, Result, grade_layout
-from .layout import RUBRIC_BEGIN, Layout, instructor_layout, read_notebook, self_check_layout, student_notebook
-from .report import Row, write_outputs
+from .core import ERROR, FAILED, MISSING, PASSED, TAMPERED, Result, grade_layout
+from .layout import (
+    RUBRIC_BEGIN,
+    Exercise,
+    Layout,
+    instructor_layout,
+    read_notebook,
+    self_check_layout,
+    student_notebook,
+)
+from .report import PARTIAL, Row, write_outputs
 from .runner import Limits, kill_all, resume
 from .sandbox import probe
 from .submission import read_submission
@@ -133,24 +141,46 @@ def _run_all(workers: int, calls: list[tuple[Callable[..., T], tuple[Any, ...]]]
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _grade_one(student: str, path: Path, layout: Layout, lim: Limits, hide: list[str], sandbox: bool
-               ) -> tuple[list[Row], nbformat.NotebookNode | None]:
+def _grade_one(student: str, path: Path, layout: Layout, lim: Limits, hide: list[str], sandbox: bool,
+               design_smoke: bool = False) -> tuple[list[Row], nbformat.NotebookNode | None]:
     """Rows (and executed notebook) of one student's notebook; a missing or unreadable file costs no kernel."""
     row = lambda r: Row(student, layout.name, r.exercise, r.points, r.max_points, r.status, r.message)  # noqa: E731
+    tasks = [e for e in layout.exercises if e.design]
     if not path.is_file():
-        return [Row(student, layout.name, e.number, 0.0, e.points, MISSING, f"{layout.name} was not submitted")
-                for e in layout.exercises], None
+        why = f"{layout.name} was not submitted"
+        return [Row(student, layout.name, e.number, 0.0, e.points, MISSING, why) for e in layout.exercises] + \
+            [Row(student, layout.name, e.design_label, 0.0, e.design_points, MISSING, why) for e in tasks], None
     try:
         submission = read_submission(layout, read_notebook(path, "submitted notebook"))
     except Exception as e:  # noqa: BLE001 - whatever is wrong with one student's file must not stop the others
         cause = e.__cause__ or e
-        reason = f"{layout.name} could not be read as a notebook ({type(cause).__name__}: {cause})"
-        return [Row(student, layout.name, x.number, 0.0, x.points, ERROR, reason[:500]) for x in layout.exercises], \
-            None
+        reason = f"{layout.name} could not be read as a notebook ({type(cause).__name__}: {cause})"[:500]
+        return [Row(student, layout.name, x.number, 0.0, x.points, ERROR, reason) for x in layout.exercises] + \
+            [Row(student, layout.name, x.design_label, 0.0, x.design_points, ERROR, reason) for x in tasks], None
     outcome = grade_layout(layout, submission.solutions, lim, probe(sandbox), hide, submission.flags)
     rows = [row(r) for r in outcome.results]
+    rows += [design_row(student, layout.name, e, submission.solutions.get(e.ordinal), design_smoke) for e in tasks]
     rows += [Row(student, layout.name, number, 0.0, 0.0, TAMPERED, message) for number, message in submission.tampered]
     return rows, outcome.executed
+
+
+def design_row(student: str, notebook: str, e: Exercise, slots: list[str | None] | None, smoke: bool) -> Row:
+    """The gradebook row of a design task: the configuration the student wrote (read as a literal, never run),
+    measured by the course on the held-out half of the test set; points in proportion to the targets met."""
+    from .. import designs
+
+    assert e.design is not None
+    what = lambda points, status, message: Row(student, notebook, e.design_label, points,  # noqa: E731
+                                               e.design_points, status, message)
+    if not slots or slots[0] is None:
+        return what(0.0, FAILED, "not attempted: no configuration was written")
+    try:
+        config = designs.read_config(slots[0], designs.get_design(e.design).variable)
+        result = designs.evaluate(e.design, config, smoke=smoke, split="held-out")
+    except ValueError as err:
+        return what(0.0, FAILED, f"the configuration was not measured: {err}"[:500])
+    status = PASSED if result.fraction == 1 else PARTIAL if result.fraction > 0 else FAILED
+    return what(round(e.design_points * result.fraction, 2), status, result.feedback())
 
 
 def _readable(path: Path) -> nbformat.NotebookNode | None:
@@ -205,9 +235,10 @@ def preflight() -> None:
 
 def grade(submissions: os.PathLike | str, out: os.PathLike | str, jobs: int = 2, timeout_cell: float = 60.0,
           timeout_notebook: float = 600.0, notebooks_dir: os.PathLike | str = NOTEBOOKS, memory_gb: float = 6.0,
-          sandbox: bool = True) -> GradeReport:
+          sandbox: bool = True, design_smoke: bool = False) -> GradeReport:
     """Grade every student folder in ``submissions`` (one folder per student, notebooks under their usual names)
-    and write the gradebook, feedback and executed notebooks to ``out``. Raises ValueError for bad input and
+    and write the gradebook, feedback and executed notebooks to ``out``. Design tasks are measured in full mode
+    (smoke mode with ``design_smoke``, for tests: tiny data, meaningless targets). Raises ValueError for bad input and
     ``GraderError`` when the grader itself cannot run; a student's code can cause neither."""
     started = time.monotonic()
     root = _folder("submissions", submissions)
@@ -225,7 +256,7 @@ def grade(submissions: os.PathLike | str, out: os.PathLike | str, jobs: int = 2,
     box = probe(sandbox)
     preflight()
     hide = [str(_folder("notebooks_dir", notebooks_dir)), str(root), str(target)]
-    done = _run_all(workers, [(_grade_one, (s.name, s / layout.name, layout, lim, hide, sandbox))
+    done = _run_all(workers, [(_grade_one, (s.name, s / layout.name, layout, lim, hide, sandbox, design_smoke))
                               for s in students for layout in series])
     pairs = [(s, layout) for s in students for layout in series]
     rows, sheet = [], []
@@ -261,6 +292,12 @@ def validate(notebooks_dir: os.PathLike | str = NOTEBOOKS, jobs: int = 2, timeou
         leaked = [q.number for q in layout.questions if RUBRIC_BEGIN in released or q.rubric in released]
         if leaked:
             problems.append(f"{layout.name}: the released version shows the rubric of {', '.join(leaked)}")
+    for layout in series:
+        for e in layout.exercises:
+            if e.design:
+                r = design_row("instructor", layout.name, e, list(e.solutions), smoke=True)
+                if r.status == FAILED and r.points == 0 and "not measured" in r.message:
+                    problems.append(f"{layout.name}: design task {e.design_label}: {r.message}")
     box = probe(sandbox)
     runs = [(layout.name, kind, solutions) for layout in series
             for kind, solutions in (("instructor", {e.ordinal: list(e.solutions) for e in layout.exercises}),

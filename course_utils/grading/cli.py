@@ -42,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
         where.add_argument("--scheduler", default=None, help="grade on a running Dask cluster, tcp://HOST:8786 "
                            "(its workers must see the submissions and the notebooks)")
     gr.add_argument("--memory-gb", type=float, default=6.0, help="address-space limit of each kernel")
+    gr.add_argument("--design-smoke", action="store_true", help="measure design tasks in smoke mode (tests only)")
     ck = sub.add_parser("check", help="grade your own notebook with its public checks")
     ck.add_argument("notebook")
     ck.add_argument("--timeout-cell", type=float, default=60.0)
@@ -87,7 +88,7 @@ def _run(args: argparse.Namespace) -> int:
                 print(f"{path.name} -> {display_path(path)}")
         elif args.command == "grade":
             report = api.grade(args.submissions, args.out, args.jobs, args.timeout_cell, args.timeout_notebook,
-                               args.notebooks_dir, args.memory_gb, not args.no_sandbox)
+                               args.notebooks_dir, args.memory_gb, not args.no_sandbox, args.design_smoke)
             _warn(report.warnings)
             counts = Counter(r.status for r in report.rows)
             students = len({r.student for r in report.rows})

@@ -26,6 +26,7 @@ _POINTS = re.compile(r"^#\s*POINTS:\s*(\S+)\s*$")
 #: An answer cell (markdown): its first line gives the points, the rubric sits between the markers (see .manual).
 RUBRIC_BEGIN, RUBRIC_END = "### BEGIN RUBRIC", "### END RUBRIC"
 PLACEHOLDER = "YOUR ANSWER HERE"
+_DESIGN = re.compile(r"^\s*#\s*DESIGN:\s*(?P<name>[\w-]+)\s*\((?P<points>[0-9.]+)\s*points?\)\s*$")
 _HEADER = re.compile(r"^\*\*Your answer\*\*\s*\((?P<points>[0-9.]+)\s*points?\)\s*:?\s*$")
 
 
@@ -43,6 +44,13 @@ class Exercise:
     solutions: tuple[str, ...]  # the instructor's
     check_source: str  # hidden tests included, markers removed
     public_check: str  # hidden tests removed: what students see
+    design: str | None = None  # a design task (``# DESIGN: name (N points)``): the grader measures the config
+    design_points: float = 0.0
+
+    @property
+    def design_label(self) -> str:
+        """The gradebook's name for the design row of this exercise."""
+        return f"{self.number} design"
 
 
 @dataclass
@@ -146,6 +154,23 @@ def points_of(check_source: str, what: str) -> float:
     return 1.0
 
 
+def design_of(template: Template, what: str) -> tuple[str | None, float]:
+    """``(task name, points)`` of an exercise cell whose fixed lines hold ``# DESIGN: name (N points)``, else
+    ``(None, 0.0)``; ValueError for an unknown task or points that are not > 0."""
+    found = [m for part in template.fixed for line in part if (m := _DESIGN.match(line))]
+    if not found:
+        return None, 0.0
+    from ..designs import DESIGNS  # the course's registry: the grader measures, never the student's kernel
+
+    name, raw = found[0].group("name"), found[0].group("points")
+    if name not in DESIGNS:
+        raise ValueError(f"{what}: design task {name!r} is not registered (known: {sorted(DESIGNS)})")
+    points = float(raw) if raw.replace(".", "", 1).isdigit() else -1.0
+    if not points > 0:
+        raise ValueError(f"{what}: a design task's points must be a number > 0, not {raw!r}")
+    return name, points
+
+
 def exercise_label(check_source: str) -> tuple[str | None, str]:
     """``(N, title)`` from the first ``exercise(N, "title")`` call of a check cell (``(None, "")`` if none)."""
     try:
@@ -192,9 +217,10 @@ def instructor_layout(path: os.PathLike | str) -> Layout:
             if error:
                 raise ValueError(f"{what}: the {label} cell is not valid Python once rebuilt ({error})")
         number, title = exercise_label(full)
+        design, design_points = design_of(template, what)
         exercises.append(Exercise(len(exercises), number or str(len(exercises) + 1), title,
                                   points_of(check.source, f"{name}, cell {check.id}"), cell.id, check.id,
-                                  template, tuple(solutions), full, public))
+                                  template, tuple(solutions), full, public, design, design_points))
     numbers = [e.number for e in exercises]
     if len(set(numbers)) != len(numbers):
         raise ValueError(f"{name}: two check cells use the same exercise number ({numbers})")

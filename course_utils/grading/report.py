@@ -22,6 +22,8 @@ from .core import PASSED, TAMPERED
 
 #: Statuses of written answers (:mod:`.manual`): not yet graded by a person, left empty, graded by a person.
 PENDING, UNANSWERED, GRADED = "pending", "unanswered", "graded by hand"
+#: A design task's row that earned some of its points but missed a target (:mod:`course_utils.designs`).
+PARTIAL = "partial"
 COLUMNS = ("student", "notebook", "exercise", "points", "max_points", "status", "message")
 
 

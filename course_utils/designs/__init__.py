@@ -1,0 +1,28 @@
+"""Design tasks (:mod:`.registry`): a new task is one new module here (every module of this folder is imported,
+which registers its tasks).
+
+- :mod:`.pruning_budget`: ``prune-budget``, per-layer sparsities for at most 25% of the weights within 1 point.
+"""
+
+import importlib
+import pkgutil
+
+from .registry import (
+    DESIGNS,
+    SPLITS,
+    DesignResult,
+    DesignTask,
+    Target,
+    evaluate,
+    get_design,
+    read_config,
+    register_design,
+    split_data,
+    split_indices,
+)
+
+for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):  # importing a task module registers it
+    importlib.import_module(f"{__name__}.{_module}")
+
+__all__ = ["DESIGNS", "SPLITS", "DesignResult", "DesignTask", "Target", "evaluate", "get_design", "read_config",
+           "register_design", "split_data", "split_indices"]

@@ -1,0 +1,92 @@
+"""``prune-budget`` (notebook 02): per-layer sparsities for the ViT-DyT that keep at most 25% of its prunable
+weights and lose at most 1 point of accuracy after the course's fine-tuning.
+
+The student picks one sparsity per layer from the sensitivity curves and histograms; layers left out keep all
+their weights. Measured here: magnitude pruning of each layer (``prune.l1_unstructured``) of the dense baseline,
+the zoo's fine-tuning recipe with the masks held, then the accuracy of dense and pruned on the same half of the
+test set (a paired difference: the noise of 500 images is mostly shared by both).
+"""
+
+from __future__ import annotations
+
+import copy
+from functools import lru_cache
+from typing import Any
+
+from torch import nn
+from torch.nn.utils import prune
+
+from ..baselines import get_baseline
+from ..data import DataBundle, get_data
+from ..metrics import accuracy
+from ..modules import fold_masks
+from ..pruning import prunable_layers
+from ..steps import finetune
+from .registry import DesignResult, DesignTask, Target, register_design, split_data
+
+DATASET, SEED = "mnist_5k", 0
+MAX_KEPT, MAX_DROP = 25.0, 1.0  # percent of the prunable weights; accuracy points
+
+
+@lru_cache(maxsize=2)
+def _dense(smoke: bool) -> tuple[nn.Module, DataBundle]:
+    data = get_data(DATASET, smoke=smoke, seed=SEED)
+    model = get_baseline("vit", "dyt", dataset=DATASET, smoke=smoke, seed=SEED, data=data, device="cpu",
+                         progress=False, verbose=False)[0]
+    return model, data
+
+
+def layer_names() -> list[str]:
+    """The layers a configuration may name: the prunable layers (Linear, Conv2d) of the course's ViT."""
+    from ..models import build_model
+
+    return list(prunable_layers(build_model("vit", "dyt")))
+
+
+def check(config: Any) -> dict[str, float]:
+    """``{layer name: sparsity in [0, 1)}``; ValueError naming the first problem."""
+    if not isinstance(config, dict) or not config:
+        raise ValueError(f"give a non-empty dict {{layer name: sparsity}}, not {type(config).__name__}")
+    names = layer_names()
+    unknown = [k for k in config if k not in names]
+    if unknown:
+        raise ValueError(f"{unknown[:3]} are not prunable layers of the ViT; the layers are {names}")
+    bad = {k: v for k, v in config.items()
+           if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1}
+    if bad:
+        raise ValueError(f"sparsities must be numbers in [0, 1): {bad}")
+    return {k: float(v) for k, v in config.items()}
+
+
+def prune_layers(model: nn.Module, sparsities: dict[str, float]) -> nn.Module:
+    """Magnitude-prune each named layer of ``model`` at its sparsity (in place; masks stay until made permanent)."""
+    layers = prunable_layers(model)
+    for name, s in sparsities.items():
+        if s > 0:
+            prune.l1_unstructured(layers[name], "weight", amount=s)
+    return model
+
+
+def kept_percent(model: nn.Module) -> float:
+    """Percent of the prunable layers' weights that are not zero."""
+    weights = [m.weight for m in prunable_layers(model).values()]
+    return 100.0 * sum(int((w != 0).sum()) for w in weights) / sum(w.numel() for w in weights)
+
+
+def measure(sparsities: dict[str, float], smoke: bool, split: str) -> DesignResult:
+    dense, data = _dense(smoke)
+    model = prune_layers(copy.deepcopy(dense), sparsities)
+    finetune(model, data, "vit", seed=SEED, smoke=smoke)
+    fold_masks(model)
+    xy = split_data(data, split)
+    drop = 100.0 * (accuracy(dense, xy) - accuracy(model, xy))
+    kept = kept_percent(model)
+    return DesignResult((Target("weights kept", kept, MAX_KEPT, 2 * MAX_KEPT, "%"),
+                         Target(f"accuracy lost on the {split} half", drop, MAX_DROP, MAX_DROP + 4.0, " pt")),
+                        {"kept_percent": kept, "drop_points": drop, "images": float(len(xy[1]))})
+
+
+PRUNE_BUDGET = register_design(DesignTask(
+    "prune-budget", "my_sparsities",
+    "per-layer sparsities: at most 25% of the ViT-DyT's prunable weights kept, at most 1 point lost after fine-tuning",
+    check, measure))
