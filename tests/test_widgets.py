@@ -44,3 +44,16 @@ def test_threshold_slider_reports_the_sparsity_and_accuracy_it_sets(digits):
     assert math.isclose(w.children[0].max, weights.abs().max().item(), rel_tol=1e-6)
     w2 = threshold_slider(m, digits.test_loader, tau=0.5, scale="quantile", plot=True)
     assert w2.result["sparsity"] == pytest.approx(0.5, abs=0.01)
+
+
+def test_the_readout_follows_the_slider_with_every_decimal_of_its_step(digits):
+    from course_utils.widgets import decimals
+
+    assert (decimals(0.005), decimals(0.01), decimals(0.5), decimals(1.0)) == (3, 2, 1, 1)
+    w = threshold_slider(_vit(), digits.test_loader, tau=0.1, step=0.005, plot=False)
+    readout = w.children[1]
+    assert "tau = 0.100" in readout.value and w.children[0].readout_format == ".3f"
+    w.children[0].value = 0.215
+    assert "tau = 0.215" in readout.value
+    assert f"sparsity <b>{w.result['sparsity']:.1%}</b>" in readout.value
+    assert f"test accuracy <b>{w.result['accuracy']:.2%}</b>" in readout.value
