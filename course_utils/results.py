@@ -219,6 +219,20 @@ def load_results(path: os.PathLike | str | None = None, **filters: Any) -> pd.Da
     return df.reset_index(drop=True)
 
 
+def require_notebooks(store: pd.DataFrame, notebooks: Iterable[str], *, mode: str, dataset: str,
+                      path: os.PathLike | str | None = None) -> None:
+    """Raise ``LookupError`` naming the notebooks with no rows in ``store`` (already filtered to ``mode`` and
+    ``dataset``) and how to produce them: a summary that reads other notebooks' results fails with that sentence
+    instead of a ``KeyError`` deep in a table."""
+    wanted = list(notebooks)
+    missing = [n for n in wanted if store.empty or not (store.notebook == n).any()]
+    if missing:
+        raise LookupError(f"the results store {display_path(_path(path))} has no {mode}-mode rows for dataset "
+                          f"{dataset!r} from notebook(s) {', '.join(missing)}: run them first (e.g. `python -m "
+                          f"course_utils.running --only {','.join(missing)}{' --smoke' if mode == 'smoke' else ''}`"
+                          f", or the whole series with `make run`), then this notebook again")
+
+
 def results_table(df: pd.DataFrame, index: list[str] | None = None) -> pd.DataFrame:
     """Pivot tidy rows into one column per metric."""
     import pandas as pd

@@ -197,3 +197,15 @@ def test_forget_removes_one_notebooks_rows_only(tmp_path):
     assert results.forget("06", mode="full", dataset="d", path=path) == 0
     with pytest.raises(ValueError, match="mode='fast'"):
         results.forget("06", mode="fast", dataset="d", path=path)
+
+
+def test_a_summary_names_the_notebooks_whose_results_are_missing(tmp_path):
+    store = tmp_path / "results.json"
+    results.record("02", {"accuracy": 0.9}, mode="smoke", dataset="digits", path=store)
+    df = results.load_results(store, mode="smoke", dataset="digits")
+    results.require_notebooks(df, ["02"], mode="smoke", dataset="digits", path=store)
+    with pytest.raises(LookupError, match=r"no smoke-mode rows for dataset 'digits' from notebook\(s\) 03, 05: run "
+                                          r"them first \(e.g. `python -m course_utils.running --only 03,05 --smoke`"):
+        results.require_notebooks(df, ["02", "03", "05"], mode="smoke", dataset="digits", path=store)
+    with pytest.raises(LookupError, match="from notebook"):
+        results.require_notebooks(results.load_results(tmp_path / "empty.json"), ["02"], mode="full", dataset="x")
