@@ -58,8 +58,8 @@ def _grade(name: str, tmp_path) -> dict:
         path = subs / "alternative" / name
         path.parent.mkdir(parents=True, exist_ok=True)
         nbformat.write(_submission(layout, mod.ALTERNATIVES), path)
-    report = grading.grade(subs, tmp_path / "out", jobs=2, timeout_cell=120)
-    return {(r.student, r.exercise): r for r in report.rows}
+    report = grading.grade(subs, tmp_path / "out", jobs=2, timeout_cell=120, design_smoke=True)
+    return {(r.student, r.exercise): r for r in report.rows if r.notebook == name}
 
 
 def _exercise_numbers(name: str) -> dict[str, str]:

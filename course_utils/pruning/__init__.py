@@ -23,8 +23,10 @@ from .structured import (
     head_importance,
     ln_importance,
     prune_attention_heads,
+    prune_channel_pair,
     prune_conv_channels,
     prune_ffn_neurons,
+    prune_heads,
     structured_prune,
     units_to_keep,
 )
@@ -49,11 +51,11 @@ from .unstructured import (
 
 __all__ = [
     "CSRLinear", "GradualPruner", "LowRankLinear", "PRUNABLE_TYPES", "SCALES", "SPARSE_FORMATS", "ThresholdPruner",
-    "ThresholdPruning", "channel_importance", "choose_rank", "cubic_sparsity", "dense_from_sparse",
-    "factorize_linear", "ffn_importance", "global_prune", "global_sparsity", "global_threshold", "head_importance",
+    "ThresholdPruning", "channel_importance", "choose_rank", "cubic_sparsity", "dense_from_sparse", "factorize_linear",
+    "ffn_importance", "global_prune", "global_sparsity", "global_threshold", "head_importance",
     "largest_sparsity_within", "layer_threshold", "layerwise_prune", "ln_importance", "low_rank_factorize",
     "low_rank_layers", "magnitude_mask", "make_permanent", "prunable_layers", "prune_attention_heads",
-    "prune_by_threshold", "prune_conv_channels", "prune_ffn_neurons", "sensitivity_scan", "sparse_size_on_disk",
-    "sparse_state_dict", "sparsity_report", "storage_report", "structured_prune", "threshold_prune",
-    "units_to_keep",
+    "prune_by_threshold", "prune_channel_pair", "prune_conv_channels", "prune_ffn_neurons", "prune_heads",
+    "sensitivity_scan", "sparse_size_on_disk", "sparse_state_dict", "sparsity_report", "storage_report",
+    "structured_prune", "threshold_prune", "units_to_keep",
 ]

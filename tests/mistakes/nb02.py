@@ -2,6 +2,55 @@
 correct alternatives (each must pass), keyed by exercise cell id. A solution is a list of code blocks, one per
 ``### BEGIN SOLUTION`` block of the cell, written without indentation."""
 
+# Exercise 5: the reference's structure with one part wrong at a time.
+_PAIR = """def conv_like(src, weight, bias):
+    new = nn.Conv2d(weight.shape[1], weight.shape[0], src.kernel_size, src.stride, src.padding, src.dilation,
+                    bias=bias is not None)
+    new.load_state_dict({{"weight": weight}} | ({{"bias": bias}} if bias is not None else {{}}))
+    return new
+
+def new_norm(norm):
+    if isinstance(norm, nn.BatchNorm2d):
+        return nn.BatchNorm2d(len(keep), eps=norm.eps, momentum=norm.momentum)
+    return DynamicTanh(len(keep), channels_last=False)
+
+def sliced(norm):
+    mid = new_norm(norm)
+    mid.load_state_dict({{k: v if k in ("alpha", "num_batches_tracked") else v[keep]
+                         for k, v in norm.state_dict().items()}})
+    return mid.train(norm.training)
+
+def affine_only(norm, copy_alpha=True):
+    mid = new_norm(norm)
+    with torch.no_grad():
+        mid.weight.copy_(norm.weight[keep])
+        mid.bias.copy_(norm.bias[keep])
+        if copy_alpha and hasattr(norm, "alpha"):
+            mid.alpha.copy_(norm.alpha)
+    return mid.train(norm.training)
+
+return {small}, {mid}, {after}"""
+_SMALL = "conv_like(conv, conv.weight[keep], None if conv.bias is None else conv.bias[keep])"
+_AFTER = "conv_like(next_conv, next_conv.weight[:, keep], next_conv.bias)"
+_MID = "sliced(norm)"
+
+# Exercise 6: a copy of the module whose layers are replaced, with one part wrong at a time.
+_HEADS = """d = attn.head_dim
+rows = (keep[:, None] * d + torch.arange(d)).flatten()
+new = copy.deepcopy(attn)
+for name in {linears}:
+    old = getattr(attn, name)
+    lin = nn.Linear(old.in_features, len(rows))
+    lin.load_state_dict({{"weight": old.weight[rows], "bias": old.bias[rows]}})
+    setattr(new, name, lin)
+{proj}
+{count}
+return new"""
+_PROJ = """new.proj = nn.Linear(len(rows), attn.proj.out_features)
+new.proj.load_state_dict({"weight": attn.proj.weight[:, rows], "bias": attn.proj.bias})"""
+_COUNT = """new.num_heads = len(keep)
+new.head_mask = attn.head_mask[keep].clone()"""
+
 WRONG: dict[str, list[list[str]]] = {
     "ex1": [
         [
@@ -41,10 +90,92 @@ WRONG: dict[str, list[list[str]]] = {
             'return weight.norm(p=p, dim=1)',
         ],
     ],
+    "ex5": [
+        [  # the next conv's input channels not sliced
+            _PAIR.format(after="copy.deepcopy(next_conv)", small=_SMALL, mid=_MID),
+        ],
+        [  # the next conv sliced on its output dim
+            _PAIR.format(after="conv_like(next_conv, next_conv.weight[keep], next_conv.bias[keep])", small=_SMALL,
+                         mid=_MID),
+        ],
+        [  # the norm not sliced
+            _PAIR.format(after=_AFTER, small=_SMALL, mid="copy.deepcopy(norm)"),
+        ],
+        [  # BatchNorm's running statistics not sliced (a new BatchNorm2d's are zeros and ones)
+            _PAIR.format(after=_AFTER, small=_SMALL, mid="affine_only(norm)"),
+        ],
+        [  # the conv's bias forgotten
+            _PAIR.format(after=_AFTER, small="conv_like(conv, conv.weight[keep], None)", mid=_MID),
+        ],
+        [  # DyT's alpha left at its initial value
+            _PAIR.format(after=_AFTER, small=_SMALL, mid="affine_only(norm, copy_alpha=False)"),
+        ],
+    ],
+    "ex6": [
+        [  # only q sliced
+            _HEADS.format(linears='("q",)', proj=_PROJ, count=_COUNT),
+        ],
+        [  # proj's input not sliced
+            _HEADS.format(linears='("q", "k", "v")', proj="", count=_COUNT),
+        ],
+        [  # head count not updated
+            _HEADS.format(linears='("q", "k", "v")', proj=_PROJ,
+                          count="new.head_mask = attn.head_mask[keep].clone()"),
+        ],
+        [  # head_dim changed instead of the head count
+            _HEADS.format(linears='("q", "k", "v")', proj=_PROJ, count="new.head_dim = len(rows) // new.num_heads"),
+        ],
+        [  # head_mask not sliced
+            _HEADS.format(linears='("q", "k", "v")', proj=_PROJ, count="new.num_heads = len(keep)"),
+        ],
+        [  # rows taken with a stride (row j of every head) instead of each head's contiguous block
+            _HEADS.format(linears='("q", "k", "v")', proj=_PROJ, count=_COUNT).replace(
+                "(keep[:, None] * d + torch.arange(d)).flatten()",
+                "(torch.arange(d)[:, None] * attn.num_heads + keep).flatten()"),
+        ],
+    ],
+    "ex7": [
+        ['my_sparsities = [0.8] * 26'],
+        ['my_sparsities = {"blocks.0.attn.qkv": 0.8, "blocks.0.mlp.fc1": 0.9}'],
+        ['my_sparsities = {"blocks.0.mlp.fc1": 1.0, "blocks.0.mlp.fc2": 0.9}'],
+    ],
 }
 
 ALTERNATIVES: dict[str, list[str]] = {
     "ex4": [
         'return torch.stack([w.abs().pow(p).sum() ** (1 / p) for w in weight])',
+    ],
+    "ex5": [
+        ('small, mid, after = (copy.deepcopy(m) for m in (conv, norm, next_conv))\n'
+         'small.weight = nn.Parameter(conv.weight.detach()[keep])\n'
+         'if conv.bias is not None:\n'
+         '    small.bias = nn.Parameter(conv.bias.detach()[keep])\n'
+         'after.weight = nn.Parameter(next_conv.weight.detach()[:, keep])\n'
+         'small.out_channels = after.in_channels = len(keep)\n'
+         'for name in ("weight", "bias", "running_mean", "running_var"):\n'
+         '    value = getattr(norm, name, None)\n'
+         '    if value is not None:\n'
+         '        part = value.detach()[keep]\n'
+         '        setattr(mid, name, nn.Parameter(part) if isinstance(value, nn.Parameter) else part)\n'
+         'if isinstance(mid, nn.BatchNorm2d):\n'
+         '    mid.num_features = len(keep)\n'
+         'else:\n'
+         '    mid.normalized_shape = (len(keep),)\n'
+         'return small, mid, after'),
+    ],
+    "ex6": [
+        ('d = attn.head_dim\n'
+         'rows = torch.cat([torch.arange(h * d, (h + 1) * d) for h in keep.tolist()])\n'
+         'new = copy.deepcopy(attn)\n'
+         'for name, out_dim in (("q", 0), ("k", 0), ("v", 0), ("proj", 1)):\n'
+         '    old = getattr(attn, name)\n'
+         '    w = old.weight.detach().index_select(out_dim, rows)\n'
+         '    b = old.bias.detach()[rows] if out_dim == 0 else old.bias.detach()\n'
+         '    lin = nn.Linear(w.shape[1], w.shape[0])\n'
+         '    lin.load_state_dict({"weight": w, "bias": b})\n'
+         '    setattr(new, name, lin)\n'
+         'new.num_heads = len(keep)\n'
+         'new.head_mask = attn.head_mask[keep].clone()\n'
+         'return new'),
     ],
 }
