@@ -155,6 +155,25 @@ def make_optimizer(params: list[nn.Parameter], lr: float, weight_decay: float, t
     return opt, sched
 
 
+#: ``step_fn(model, batch, loss_fn, optimizer, params, grad_clip) -> StepOutput``: one optimizer step of :func:`fit`.
+StepFn = Callable[[nn.Module, Batch, LossFn, torch.optim.Optimizer, list[nn.Parameter], "float | None"], StepOutput]
+
+
+def train_step(model: nn.Module, batch: Batch, loss_fn: LossFn, optimizer: torch.optim.Optimizer,
+               params: list[nn.Parameter], grad_clip: float | None = None) -> StepOutput:
+    """One optimizer step of :func:`fit`: the loss, fresh gradients, backward, the gradient norm of ``params``
+    clipped to ``grad_clip`` (when given), the update. A function of its own so that a loop can take another
+    (``fit(step_fn=...)``; ``distillation.distill(step=...)`` runs a distillation step written as a plain function)."""
+    out = loss_fn(model, batch)
+    out = out if isinstance(out, StepOutput) else StepOutput(*out)
+    optimizer.zero_grad(set_to_none=True)
+    out.loss.backward()
+    if grad_clip is not None:
+        nn.utils.clip_grad_norm_(params, grad_clip)
+    optimizer.step()
+    return out
+
+
 # --------------------------------------------------------------------------------------------- the loop
 
 def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader | None = None,
@@ -162,7 +181,7 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader | No
         after_step: Callable[[nn.Module, int], None] | None = None,
         after_epoch: Callable[[nn.Module, int, dict[str, float]], None] | None = None,
         augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
-        params: list[nn.Parameter] | None = None, **overrides: Any) -> History:
+        params: list[nn.Parameter] | None = None, step_fn: StepFn | None = None, **overrides: Any) -> History:
     """Train ``model``; returns the per-epoch history (``epoch, lr, train_loss, train_acc, loss_<term>...`` and
     ``test_epoch, test_loss, test_acc`` every ``eval_every`` epochs and at the last one).
 
@@ -170,8 +189,10 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader | No
     ``loss_fn(model, batch)`` computes the objective; when it is an ``nn.Module`` (a distillation loss with its
     own heads) its trainable parameters join the optimizer. ``after_step(model, step)`` runs after every optimizer
     step; ``after_epoch(model, epoch, record)`` may add keys to the epoch's record. ``augment(x)`` transforms every
-    training batch; ``params`` restricts what is trained (e.g. everything but DyT's alpha).
+    training batch; ``params`` restricts what is trained (e.g. everything but DyT's alpha). ``step_fn``
+    (default :func:`train_step`) takes each optimizer step; the learning-rate schedule advances after it.
     """
+    step_fn = train_step if step_fn is None else step_fn
     cfg = dataclasses.replace(config or TrainConfig(), **overrides)
     if len(train_loader) == 0:
         raise ValueError("train_loader is empty: there is nothing to train on")
@@ -201,13 +222,7 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader | No
                 batch = Batch.from_loader(item, device)
                 if augment is not None:
                     batch.x = augment(batch.x)
-                out = loss_fn(model, batch)
-                out = out if isinstance(out, StepOutput) else StepOutput(*out)
-                opt.zero_grad(set_to_none=True)
-                out.loss.backward()
-                if cfg.grad_clip is not None:
-                    nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
-                opt.step()
+                out = step_fn(model, batch, loss_fn, opt, trainable, cfg.grad_clip)
                 sched.step()
                 step += 1
                 if after_step is not None:

@@ -17,18 +17,22 @@ from .losses import (
 from .objective import (
     FEATURES,
     LOSS_TERMS,
+    STEP_TERMS,
     DistillationLoss,
     DistillConfig,
+    DistillStep,
     IndexedDataset,
     check_weights,
     distill,
+    distill_step,
     forward_with_features,
     teacher_outputs,
     with_indices,
 )
 
 __all__ = [
-    "CRDLoss", "ContrastMemory", "DistillConfig", "DistillationLoss", "Embed", "FEATURES", "HintRegressor",
-    "IndexedDataset", "InfoNCELoss", "LOSS_TERMS", "check_weights", "distill", "forward_with_features", "hint_loss",
-    "info_nce_loss", "kd_loss", "kd_objective", "kd_weights", "nce_loss", "teacher_outputs", "with_indices",
+    "CRDLoss", "ContrastMemory", "DistillConfig", "DistillStep", "DistillationLoss", "Embed", "FEATURES",
+    "HintRegressor", "IndexedDataset", "InfoNCELoss", "LOSS_TERMS", "STEP_TERMS", "check_weights", "distill",
+    "distill_step", "forward_with_features", "hint_loss", "info_nce_loss", "kd_loss", "kd_objective", "kd_weights",
+    "nce_loss", "teacher_outputs", "with_indices",
 ]

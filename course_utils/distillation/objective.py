@@ -5,6 +5,10 @@ the features its terms need, looks the frozen teacher up (computed once per trai
 augmentation changes the inputs, live otherwise), and returns the weighted sum with every term by name. Its own
 learnable parts (hint regressors, CRD heads) are trained by ``fit`` with the student. :func:`distill` wires it up.
 
+:func:`distill_step` is one optimizer step of the same loop for the logit and hint terms, written out as a plain
+function (notebook 04's exercise 4): ``distill(..., step=distill_step)`` trains with it and gives the student of
+``distill(..., cache_teacher=False)``; a step of the same signature written by hand goes in its place.
+
 Layer names: ``"features"`` is the input of the model's ``head`` (the penultimate feature); any other name is a
 submodule (e.g. ``"blocks.1"``) whose output is captured.
 """
@@ -23,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..args import check_number
 from ..modules import capture
-from ..train import Batch, History, StepOutput, TrainConfig, fit, get_device, seed_everything
+from ..train import Batch, History, LossFn, StepFn, StepOutput, TrainConfig, fit, get_device, seed_everything
 from .losses import CRDLoss, HintRegressor, InfoNCELoss, hint_loss, kd_loss
 
 #: Loss terms the objective understands (each gets a weight).
@@ -207,6 +211,77 @@ class DistillationLoss(nn.Module):
         return StepOutput(total, s_logits, terms)
 
 
+# ------------------------------------------------------------------------------------------------ the step
+
+#: Terms a :data:`DistillStep` computes, in the order :class:`DistillationLoss` sums them.
+STEP_TERMS = ("ce", "kd", "hint")
+#: ``step(student, teacher, regressor, optimizer, x, y, weights, temperature) -> loss`` (a float): one optimizer step.
+DistillStep = Callable[[nn.Module, nn.Module, "nn.Module | None", torch.optim.Optimizer, torch.Tensor, torch.Tensor,
+                        Mapping[str, float], float], float]
+
+
+def distill_step(student: nn.Module, teacher: nn.Module, regressor: nn.Module | None, optimizer: torch.optim.Optimizer,
+                 x: torch.Tensor, y: torch.Tensor, weights: Mapping[str, float], temperature: float) -> float:
+    """One optimizer step of logit + hint distillation; returns the loss before the update.
+
+    The loss is ``weights["ce"] * CE + weights["kd"] * kd_loss(T) + weights["hint"] * hint_loss`` on the penultimate
+    features (``regressor`` maps the student's to the teacher's width; ``None`` without a hint term). The teacher
+    runs in eval mode without autograd (frozen: no gradients, no BatchNorm statistics or dropout of its own), the
+    student in train mode; ``optimizer`` holds the student's and the regressor's parameters. These are the numbers
+    :class:`DistillationLoss` and ``train.train_step`` compute for the same batch.
+    """
+    unknown = set(weights) - set(STEP_TERMS)
+    if unknown:
+        raise ValueError(f"weights for {sorted(unknown)} are not valid here; a step takes {list(STEP_TERMS)}")
+    w = {k: weights.get(k, 0.0) for k in STEP_TERMS if weights.get(k, 0.0) > 0}
+    layers = [FEATURES] if "hint" in w else []
+    teacher.eval()
+    with torch.no_grad():
+        t_logits, t_feats = forward_with_features(teacher, x, layers)
+    student.train()
+    s_logits, s_feats = forward_with_features(student, x, layers)
+    terms = {"ce": lambda: F.cross_entropy(s_logits, y), "kd": lambda: kd_loss(s_logits, t_logits, temperature),
+             "hint": lambda: hint_loss(s_feats[FEATURES], t_feats[FEATURES], regressor)}
+    loss = sum(w[k] * terms[k]() for k in w)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+def _fit_step(step: DistillStep, teacher: nn.Module, criterion: DistillationLoss) -> StepFn:
+    """``fit``'s step hook that runs a :data:`DistillStep`. The recipe's gradient clipping runs in a pre-hook of
+    ``optimizer.step()`` (where ``train_step`` clips), and the student's logits, for the training accuracy, come
+    from a forward hook: the step itself only returns the loss."""
+    regressor = criterion.regressors[0] if len(criterion.regressors) else None
+    weights = {k: float(criterion.config.losses.get(k, 0.0)) for k in STEP_TERMS}
+
+    def run(model: nn.Module, batch: Batch, loss_fn: LossFn, optimizer: torch.optim.Optimizer,
+            params: list[nn.Parameter], grad_clip: float | None) -> StepOutput:
+        seen: list[torch.Tensor] = []
+
+        def keep(module: nn.Module, args: Any, out: torch.Tensor) -> None:
+            seen.append(out.detach())
+
+        def clip(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+            nn.utils.clip_grad_norm_(params, grad_clip)
+
+        hooks = [model.register_forward_hook(keep)]
+        if grad_clip is not None:
+            hooks.append(optimizer.register_step_pre_hook(clip))
+        try:
+            loss = step(model, teacher, regressor, optimizer, batch.x, batch.y, dict(weights),
+                        criterion.config.temperature)
+        finally:
+            for h in hooks:
+                h.remove()
+        if not seen:
+            raise ValueError(f"the step {getattr(step, '__qualname__', step)} never ran the student on the batch")
+        return StepOutput(torch.as_tensor(float(loss)), seen[-1])
+
+    return run
+
+
 _DISTILL_FIELDS = {f.name for f in dataclasses.fields(DistillConfig)}
 _TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 
@@ -214,7 +289,8 @@ _TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 def distill(student: nn.Module, teacher: nn.Module | None, train_loader: DataLoader,
             test_loader: DataLoader | None = None, losses: Mapping[str, float] | None = None,
             config: DistillConfig | None = None, train: TrainConfig | None = None, *,
-            augment: Callable[[torch.Tensor], torch.Tensor] | None = None, **settings: Any) -> History:
+            augment: Callable[[torch.Tensor], torch.Tensor] | None = None, step: DistillStep | None = None,
+            **settings: Any) -> History:
     """Train ``student`` on a weighted sum of loss terms from a frozen ``teacher`` with ``train.fit``.
 
     ``losses`` maps terms of ``LOSS_TERMS`` to weights (default ``{"ce": 0.1, "kd": 0.9}``); ``{"ce": 1}`` with
@@ -222,6 +298,9 @@ def distill(student: nn.Module, teacher: nn.Module | None, train_loader: DataLoa
     :class:`DistillConfig` (``temperature``, ``hint_layers``, ``crd_*``, ``cache_teacher``) or of
     ``TrainConfig`` (``epochs``, ``lr``, ``grad_clip``, ...; the seed defaults to 0 and the learning rate to 2e-3).
     With ``augment`` the teacher runs on each augmented batch; otherwise its outputs are computed once.
+    ``step`` (e.g. :func:`distill_step`) takes every optimizer step instead of ``train.train_step`` with the
+    objective: the teacher then runs live on each batch, the terms are ``ce``, ``kd`` and ``hint`` on the penultimate
+    features, and the history has no per-term losses.
     """
     unknown = set(settings) - _DISTILL_FIELDS - _TRAIN_FIELDS
     if unknown:
@@ -231,6 +310,8 @@ def distill(student: nn.Module, teacher: nn.Module | None, train_loader: DataLoa
     if losses is not None:
         d_kw["losses"] = losses
     cfg = dataclasses.replace(config or DistillConfig(), **d_kw)
+    if step is not None:
+        _check_step(step, teacher, cfg)
     t_kw = {k: v for k, v in settings.items() if k in _TRAIN_FIELDS}
     tcfg = dataclasses.replace(train or TrainConfig(lr=2e-3, seed=0, device="cpu", desc="distill"), **t_kw)
     device = get_device(tcfg.device)
@@ -242,6 +323,21 @@ def distill(student: nn.Module, teacher: nn.Module | None, train_loader: DataLoa
     if tcfg.seed is not None:
         seed_everything(tcfg.seed)  # the regressors, embedding heads and memory bank start the same every run
     loader = with_indices(train_loader, seed=tcfg.seed or 0)
-    cache = cfg.cache_teacher and augment is None
+    cache = cfg.cache_teacher and augment is None and step is None
     criterion = DistillationLoss(student, teacher, cfg, loader.dataset, cache_teacher=cache)
-    return fit(student, loader, test_loader, tcfg, loss_fn=criterion, augment=augment)
+    step_fn = _fit_step(step, teacher, criterion) if step is not None else None  # type: ignore[arg-type]
+    return fit(student, loader, test_loader, tcfg, loss_fn=criterion, augment=augment, step_fn=step_fn)
+
+
+def _check_step(step: Any, teacher: nn.Module | None, cfg: DistillConfig) -> None:
+    """A ValueError naming what a :data:`DistillStep` cannot do with this configuration."""
+    if not callable(step):
+        raise ValueError(f"step={step!r} is not valid; give a function like distill_step")
+    other = sorted(k for k, w in cfg.losses.items() if w > 0 and k not in STEP_TERMS)
+    if other:
+        raise ValueError(f"a step computes {list(STEP_TERMS)} only; losses {other} need the objective (step=None)")
+    if teacher is None:
+        raise ValueError("a distillation step needs a teacher; pass teacher= or use step=None")
+    if cfg.losses.get("hint", 0) > 0 and [tuple(p) for p in cfg.hint_layers] != [(FEATURES, FEATURES)]:
+        raise ValueError(f"a step's hint matches the penultimate features only; hint_layers={list(cfg.hint_layers)} "
+                         "needs the objective (step=None)")

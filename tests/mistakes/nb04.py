@@ -30,6 +30,110 @@ WRONG: dict[str, list[list[str]]] = {
             ('logits = emb_student @ emb_teacher.t()\n'
              'return F.cross_entropy(logits, torch.arange(len(logits)))'),
         ],
+    ],    "ex4": [
+        [  # the teacher left in train mode (its BatchNorm uses batch statistics and updates its running ones)
+            ("with torch.no_grad():\n"
+             "    t_logits, t_feats = forward_with_features(teacher, x, ['features'])\n"
+             "student.train()\n"
+             "s_logits, s_feats = forward_with_features(student, x, ['features'])\n"
+             "loss = (weights['ce'] * F.cross_entropy(s_logits, y) + weights['kd'] * kd_loss(s_logits, t_logits, T)\n"
+             "        + weights['hint'] * hint_loss(s_feats['features'], t_feats['features'], regressor))\n"
+             "optimizer.zero_grad()\n"
+             "loss.backward()\n"
+             "optimizer.step()\n"
+             "return loss.item()"),
+        ],
+        [  # the teacher runs with autograd and a KD written out without detaching it: gradients reach the teacher
+            ("teacher.eval()\n"
+             "t_logits, t_feats = forward_with_features(teacher, x, ['features'])\n"
+             "student.train()\n"
+             "s_logits, s_feats = forward_with_features(student, x, ['features'])\n"
+             "p_t, log_p_s = F.softmax(t_logits / T, 1), F.log_softmax(s_logits / T, 1)\n"
+             "kd = F.kl_div(log_p_s, p_t, reduction='batchmean') * T ** 2\n"
+             "hint = F.mse_loss(regressor(s_feats['features']), t_feats['features'])\n"
+             "loss = weights['ce'] * F.cross_entropy(s_logits, y) + weights['kd'] * kd + weights['hint'] * hint\n"
+             "optimizer.zero_grad()\n"
+             "loss.backward()\n"
+             "optimizer.step()\n"
+             "return loss.item()"),
+        ],
+        [  # the hint computed with the frozen teacher, under no_grad: the regressor never trains
+            ("teacher.eval()\n"
+             "student.train()\n"
+             "s_logits, s_feats = forward_with_features(student, x, ['features'])\n"
+             "with torch.no_grad():\n"
+             "    t_logits, t_feats = forward_with_features(teacher, x, ['features'])\n"
+             "    hint = hint_loss(s_feats['features'], t_feats['features'], regressor)\n"
+             "loss = weights['ce'] * F.cross_entropy(s_logits, y) + weights['kd'] * kd_loss(s_logits, t_logits, T)\n"
+             "loss = loss + weights['hint'] * hint\n"
+             "optimizer.zero_grad()\n"
+             "loss.backward()\n"
+             "optimizer.step()\n"
+             "return loss.item()"),
+        ],
+        [  # no zero_grad: the second step adds the first step's gradients to its own
+            ("teacher.eval()\n"
+             "with torch.no_grad():\n"
+             "    t_logits, t_feats = forward_with_features(teacher, x, ['features'])\n"
+             "student.train()\n"
+             "s_logits, s_feats = forward_with_features(student, x, ['features'])\n"
+             "loss = (weights['ce'] * F.cross_entropy(s_logits, y) + weights['kd'] * kd_loss(s_logits, t_logits, T)\n"
+             "        + weights['hint'] * hint_loss(s_feats['features'], t_feats['features'], regressor))\n"
+             "loss.backward()\n"
+             "optimizer.step()\n"
+             "return loss.item()"),
+        ],
+        [  # the terms added without their weights
+            ("teacher.eval()\n"
+             "with torch.no_grad():\n"
+             "    t_logits, t_feats = forward_with_features(teacher, x, ['features'])\n"
+             "student.train()\n"
+             "s_logits, s_feats = forward_with_features(student, x, ['features'])\n"
+             "loss = (F.cross_entropy(s_logits, y) + kd_loss(s_logits, t_logits, T)\n"
+             "        + hint_loss(s_feats['features'], t_feats['features'], regressor))\n"
+             "optimizer.zero_grad()\n"
+             "loss.backward()\n"
+             "optimizer.step()\n"
+             "return loss.item()"),
+        ],
+        [  # the student left in eval mode (its BatchNorm uses the running statistics)
+            ("teacher.eval()\n"
+             "with torch.no_grad():\n"
+             "    t_logits, t_feats = forward_with_features(teacher, x, ['features'])\n"
+             "s_logits, s_feats = forward_with_features(student, x, ['features'])\n"
+             "loss = (weights['ce'] * F.cross_entropy(s_logits, y) + weights['kd'] * kd_loss(s_logits, t_logits, T)\n"
+             "        + weights['hint'] * hint_loss(s_feats['features'], t_feats['features'], regressor))\n"
+             "optimizer.zero_grad()\n"
+             "loss.backward()\n"
+             "optimizer.step()\n"
+             "return loss.item()"),
+        ],
+        [  # the KD and hint weights swapped
+            ("teacher.eval()\n"
+             "with torch.no_grad():\n"
+             "    t_logits, t_feats = forward_with_features(teacher, x, ['features'])\n"
+             "student.train()\n"
+             "s_logits, s_feats = forward_with_features(student, x, ['features'])\n"
+             "loss = (weights['ce'] * F.cross_entropy(s_logits, y) + weights['hint'] * kd_loss(s_logits, t_logits, T)\n"
+             "        + weights['kd'] * hint_loss(s_feats['features'], t_feats['features'], regressor))\n"
+             "optimizer.zero_grad()\n"
+             "loss.backward()\n"
+             "optimizer.step()\n"
+             "return loss.item()"),
+        ],
+        [  # gradients cleared between backward and step: nothing is updated
+            ("teacher.eval()\n"
+             "with torch.no_grad():\n"
+             "    t_logits, t_feats = forward_with_features(teacher, x, ['features'])\n"
+             "student.train()\n"
+             "s_logits, s_feats = forward_with_features(student, x, ['features'])\n"
+             "loss = (weights['ce'] * F.cross_entropy(s_logits, y) + weights['kd'] * kd_loss(s_logits, t_logits, T)\n"
+             "        + weights['hint'] * hint_loss(s_feats['features'], t_feats['features'], regressor))\n"
+             "loss.backward()\n"
+             "optimizer.zero_grad()\n"
+             "optimizer.step()\n"
+             "return loss.item()"),
+        ],
     ],
 }
 
@@ -38,5 +142,20 @@ ALTERNATIVES: dict[str, list[str]] = {
         ('p = F.softmax(teacher_logits / T, 1)\n'
          'log_q = F.log_softmax(student_logits / T, 1)\n'
          'return (p * (p.clamp_min(1e-30).log() - log_q)).sum(1).mean() * T * T'),
+    ],
+    "ex4": [  # the teacher's outputs detached instead of no_grad, the student first, float(), per-module zero_grad
+        ("student.train()\n"
+         "teacher.eval()\n"
+         "s_logits, s_feats = forward_with_features(student, x, ['features'])\n"
+         "t_logits, t_feats = forward_with_features(teacher, x, ['features'])\n"
+         "t_logits, t_feat = t_logits.detach(), t_feats['features'].detach()\n"
+         "hint = F.mse_loss(regressor(s_feats['features']), t_feat)\n"
+         "kd = F.kl_div(F.log_softmax(s_logits / T, 1), F.softmax(t_logits / T, 1), reduction='batchmean') * T * T\n"
+         "loss = weights['hint'] * hint + weights['kd'] * kd + weights['ce'] * F.cross_entropy(s_logits, y)\n"
+         "student.zero_grad()\n"
+         "regressor.zero_grad()\n"
+         "loss.backward()\n"
+         "optimizer.step()\n"
+         "return float(loss)"),
     ],
 }
