@@ -24,7 +24,15 @@ from .corruptions import (
     corruption_ladder,
     corruption_params,
 )
-from .detectors import DETECTORS, FEATURE_DETECTORS, LOGIT_DETECTORS, FittedDetector, fit_detector, score
+from .detectors import (
+    DETECTORS,
+    FEATURE_DETECTORS,
+    LOGIT_DETECTORS,
+    FittedDetector,
+    fit_detector,
+    mahalanobis_score,
+    score,
+)
 from .exemplars import Exemplars, compression_identified_exemplars, modal_labels
 from .ood_data import OOD_SETS, OODSet, ood_set
 from .ood_eval import detector_scores, evaluate_ood
@@ -36,6 +44,6 @@ __all__ = [
     "clean_test_set", "compression_identified_exemplars", "corrupt", "corrupt_standardized", "corrupted_loader",
     "corrupted_test_set", "corruption_accuracy", "corruption_errors", "corruption_ladder", "corruption_params",
     "detector_scores", "evaluate_ood", "expected_calibration_error", "fit_detector", "fpr_at_tpr",
-    "mean_corruption_accuracy", "modal_labels", "detection_metrics", "ood_set", "reliability_data", "score",
-    "summarize_corruptions",
+    "mahalanobis_score", "mean_corruption_accuracy", "modal_labels", "detection_metrics", "ood_set",
+    "reliability_data", "score", "summarize_corruptions",
 ]

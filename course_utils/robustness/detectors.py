@@ -9,6 +9,7 @@
   pytorch-ood returns *outlier* scores (higher = more OOD); they are negated here.
 
 ``score(detector, logits=..., features=...)`` scores any of them; ``fit_detector`` fits the feature ones.
+``mahalanobis_score`` is the Mahalanobis score in one call, on the scale of Lee et al. (notebook 05, exercise 5).
 """
 
 from __future__ import annotations
@@ -134,3 +135,21 @@ def score(detector: str | FittedDetector, logits: torch.Tensor | None = None,
     if detector == "energy":
         return energy_score(logits, temperature)
     return max_logit_score(logits)
+
+
+def mahalanobis_score(train_features: torch.Tensor, train_labels: torch.Tensor,
+                      test_features: torch.Tensor) -> torch.Tensor:
+    """Minus the smallest squared Mahalanobis distance of each test feature to a class mean (M,), with one
+    covariance shared by all classes: Lee et al.'s (2018) confidence score, higher = more in-distribution.
+
+    The covariance is that of the training features centred on their own class means, divided by N (the
+    maximum-likelihood estimate, sklearn's ``EmpiricalCovariance``). This is the course's fitted detector
+    (:func:`fit_detector`, pseudo-inverse included) on Lee et al.'s scale: pytorch-ood sums the centred outer
+    products without dividing by N and halves the distance, so its outlier score is ``d^2 / (2 N)``; ``2 N`` times
+    :func:`score` is ``-d^2``. The reference of notebook 05's exercise 5, whose table row it computes.
+    """
+    if test_features.ndim != 2 or test_features.shape[1:] != train_features.shape[1:]:
+        raise ValueError(f"test_features must be (M, {train_features.shape[-1]}) like the training features; got "
+                         f"{tuple(test_features.shape)}")
+    fitted = fit_detector("mahalanobis", train_features, train_labels)
+    return 2 * len(train_features) * score(fitted, features=test_features)

@@ -42,7 +42,67 @@ WRONG: dict[str, list[list[str]]] = {
              'return None if ok.empty else ok.accuracy.idxmax()'),
         ],
     ],
+    "ex4": [
+        [  # diag(g) W: the rows scaled (only a square layer, like q, k and v, lets it run)
+            ('with torch.no_grad():\n'
+             '    new_linear = nn.Linear(linear.in_features, linear.out_features)\n'
+             '    new_linear.weight.copy_(linear.weight * dyt.weight[:, None])\n'
+             '    new_linear.bias.copy_(linear.weight @ dyt.bias + linear.bias)\n'
+             'return fold.ScaledTanh(dyt.alpha), new_linear'),
+        ],
+        [  # the DyT's bias added as it is, not through W
+            ('with torch.no_grad():\n'
+             '    new_linear = nn.Linear(linear.in_features, linear.out_features)\n'
+             '    new_linear.weight.copy_(linear.weight * dyt.weight)\n'
+             '    new_linear.bias.copy_(linear.bias + dyt.bias)\n'
+             'return fold.ScaledTanh(dyt.alpha), new_linear'),
+        ],
+        [  # alpha moved into W, a plain tanh left
+            ('with torch.no_grad():\n'
+             '    new_linear = nn.Linear(linear.in_features, linear.out_features)\n'
+             '    new_linear.weight.copy_(linear.weight * dyt.weight * dyt.alpha)\n'
+             '    new_linear.bias.copy_(linear.weight @ dyt.bias + linear.bias)\n'
+             'return nn.Tanh(), new_linear'),
+        ],
+        [  # g applied twice
+            ('with torch.no_grad():\n'
+             '    new_linear = nn.Linear(linear.in_features, linear.out_features)\n'
+             '    new_linear.weight.copy_(linear.weight * dyt.weight ** 2)\n'
+             '    new_linear.bias.copy_(linear.weight @ dyt.bias + linear.bias)\n'
+             'return fold.ScaledTanh(dyt.alpha), new_linear'),
+        ],
+        [  # the DyT returned as it is: its weight and bias now act twice
+            ('with torch.no_grad():\n'
+             '    new_linear = nn.Linear(linear.in_features, linear.out_features)\n'
+             '    new_linear.weight.copy_(linear.weight * dyt.weight)\n'
+             '    new_linear.bias.copy_(linear.weight @ dyt.bias + linear.bias)\n'
+             'return dyt, new_linear'),
+        ],
+        [  # folded in place: the DyT loses its weight before q's neighbours k and v are folded
+            ('with torch.no_grad():\n'
+             '    linear.bias += linear.weight @ dyt.bias\n'
+             '    linear.weight *= dyt.weight\n'
+             '    dyt.weight.fill_(1.0)\n'
+             '    dyt.bias.zero_()\n'
+             'return dyt, linear'),
+        ],
+    ],
 }
 
 ALTERNATIVES: dict[str, list[str]] = {
+    "ex4": [  # diag(g) as a matrix, the Linear copied, a tanh part written by hand
+        ('import copy\n'
+         '\n'
+         'class TanhPart(nn.Module):\n'
+         '    def __init__(self, alpha):\n'
+         '        super().__init__()\n'
+         '        self.alpha = nn.Parameter(alpha.detach().clone())\n'
+         '    def forward(self, x):\n'
+         '        return torch.tanh(self.alpha * x)\n'
+         'new_linear = copy.deepcopy(linear)\n'
+         'with torch.no_grad():\n'
+         '    new_linear.weight.copy_(linear.weight @ torch.diag(dyt.weight))\n'
+         '    new_linear.bias.copy_(linear.bias + linear.weight @ dyt.bias)\n'
+         'return TanhPart(dyt.alpha), new_linear'),
+    ],
 }
