@@ -5,6 +5,7 @@
 - :mod:`.activations`: which layer inputs are hard to quantize (outliers, kurtosis, SQNR).
 - :mod:`.int8`: real int8 models with torchao: ``quantize_`` (dynamic, weight-only), PT2E static, QAT.
 - :mod:`.pt2e`: where PT2E puts quantize/dequantize nodes; DyT's static output bound as a scale.
+- :mod:`.integer`: inside an int8 kernel: a calibration observer, a Linear in integer arithmetic (against oneDNN's).
 - :mod:`.half`: fp16 / bf16 copies.
 - :mod:`.mixed`: per-layer bit widths under a budget.
 """
@@ -32,6 +33,15 @@ from .int8 import (
     static_int8,
     weight_only_int8,
 )
+from .integer import (
+    OBSERVER_METHODS,
+    IntegerLinear,
+    int_linear,
+    integer_linear_model,
+    layer_ranges,
+    observe_range,
+    onednn_int_linear,
+)
 from .mixed import (
     assignment_loss,
     average_bits,
@@ -57,12 +67,13 @@ from .primitives import (
 from .pt2e import bound_qparams, dyt_bound, placement_summary, qdq_placement, set_bound_qparams
 
 __all__ = [
-    "FakeQuantLayer", "FakeQuantizeSTE", "HALF_DTYPES", "HalfPrecision", "MAX_BITS", "MIN_BITS", "OBSERVERS",
-    "QUANTIZABLE", "activation_report", "assignment_loss", "average_bits", "bound_qparams", "calibrate",
-    "check_bits", "compile_int8", "dequantize", "describe_assignment", "dynamic_int8", "dyt_bound", "export_model",
-    "fake_quant_layers", "fake_quantize", "fake_quantize_model", "greedy_bit_allocation", "greedy_bit_path",
-    "layer_inputs", "layer_sensitivity", "outlier_stats", "placement_summary", "pt2e_quantizer",
-    "ptq_int8", "qat_int8_convert", "qat_int8_prepare", "qdq_placement", "qparams_from_range", "qrange",
-    "quantizable_layers", "quantization_error", "quantize", "scale_zero_point", "set_bits", "set_bound_qparams",
-    "static_int8", "weight_only_int8", "weight_sizes",
+    "FakeQuantLayer", "FakeQuantizeSTE", "HALF_DTYPES", "HalfPrecision", "IntegerLinear", "MAX_BITS", "MIN_BITS",
+    "OBSERVERS", "OBSERVER_METHODS", "QUANTIZABLE", "activation_report", "assignment_loss", "average_bits",
+    "bound_qparams", "calibrate", "check_bits", "compile_int8", "dequantize", "describe_assignment", "dynamic_int8",
+    "dyt_bound", "export_model", "fake_quant_layers", "fake_quantize", "fake_quantize_model", "greedy_bit_allocation",
+    "greedy_bit_path", "int_linear", "integer_linear_model", "layer_inputs", "layer_ranges", "layer_sensitivity",
+    "observe_range", "onednn_int_linear", "outlier_stats", "placement_summary", "pt2e_quantizer", "ptq_int8",
+    "qat_int8_convert", "qat_int8_prepare", "qdq_placement", "qparams_from_range", "qrange", "quantizable_layers",
+    "quantization_error", "quantize", "scale_zero_point", "set_bits", "set_bound_qparams", "static_int8",
+    "weight_only_int8", "weight_sizes",
 ]

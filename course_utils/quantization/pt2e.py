@@ -11,6 +11,7 @@ calibration; LayerNorm's output has no such bound (it grows with ``weight`` time
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
@@ -78,17 +79,20 @@ def bound_qparams(lo: float, hi: float, qmin: int, qmax: int) -> tuple[float, in
 
 
 @torch.no_grad()
-def set_bound_qparams(graph_module: nn.Module, model: nn.Module, owner_type: str = "DynamicTanh") -> pd.DataFrame:
+def set_bound_qparams(graph_module: nn.Module, model: nn.Module, owner_type: str = "DynamicTanh",
+                      bound: Callable[[nn.Module], tuple[float, float]] = dyt_bound) -> pd.DataFrame:
     """In place: give every quantize node that DyT's output feeds (and its dequantize users) the scale and zero
-    point of :func:`dyt_bound` instead of the calibrated ones. ``model`` is the float model the graph was exported
-    from (its DyT weights). Returns one row per replaced node: calibrated and bound ranges."""
+    point of ``bound`` (:func:`dyt_bound`, or a student's version of it) instead of the calibrated ones. ``model``
+    is the float model the graph was exported from (its DyT weights). Returns one row per replaced node: calibrated
+    and bound ranges."""
     modules = dict(model.named_modules())
     rows = []
     for q, name in _quantize_after(graph_module, owner_type):
         if name not in modules:
             raise ValueError(f"the graph's {owner_type} {name!r} is not a module of the model given")
         _, old_scale, old_zp, qmin, qmax = q.args[:5]
-        scale, zp = bound_qparams(*dyt_bound(modules[name]), int(qmin), int(qmax))
+        lo, hi = bound(modules[name])
+        scale, zp = bound_qparams(float(lo), float(hi), int(qmin), int(qmax))
         for node in (q, *[u for u in q.users if _is(u, _DQ)]):
             node.args = (node.args[0], scale, zp, *node.args[3:])
         rows.append({"module": name, "calibrated_lo": (qmin - old_zp) * old_scale,

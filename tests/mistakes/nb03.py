@@ -42,7 +42,150 @@ WRONG: dict[str, list[list[str]]] = {
              'return (torch.clamp(torch.round(x / scale) + zero_point, qmin, qmax) - zero_point) * scale'),
         ],
     ],
+    "ex4": [
+        [  # only the last batch: the extremes are overwritten instead of kept running
+            ('lo, hi, seen = float("inf"), float("-inf"), []\n'
+             'for x in batches:\n'
+             '    lo, hi = x.min().item(), x.max().item()\n'
+             '    seen.append(x.flatten().double())\n'
+             'if method == "percentile":\n'
+             '    values = torch.cat(seen).numpy()\n'
+             '    return float(np.percentile(values, 100 - q)), float(np.percentile(values, q))\n'
+             'return lo, hi'),
+        ],
+        [  # the mean of per-batch percentiles instead of the percentiles of all values
+            ('if method == "minmax":\n'
+             '    return min(x.min().item() for x in batches), max(x.max().item() for x in batches)\n'
+             'ranges = [np.percentile(x.numpy(), [100 - q, q]) for x in batches]\n'
+             'lo, hi = np.mean(ranges, axis=0)\n'
+             'return float(lo), float(hi)'),
+        ],
+        [  # one symmetric range from the percentile of |x|, although both tails are asked for
+            ('values = torch.cat([x.flatten() for x in batches])\n'
+             'if method == "minmax":\n'
+             '    return values.min().item(), values.max().item()\n'
+             'a = float(np.percentile(values.abs().numpy(), q))\n'
+             'return -a, a'),
+        ],
+        [  # the nearest rank instead of linear interpolation between the two nearest ranks
+            ('values = torch.cat([x.flatten() for x in batches])\n'
+             'if method == "minmax":\n'
+             '    return values.min().item(), values.max().item()\n'
+             'n = values.numel()\n'
+             'lo = torch.kthvalue(values, max(1, round(n * (100 - q) / 100))).values.item()\n'
+             'hi = torch.kthvalue(values, max(1, round(n * q / 100))).values.item()\n'
+             'return lo, hi'),
+        ],
+        [  # the range widened to contain 0 already in the observer
+            ('values = torch.cat([x.flatten() for x in batches]).double()\n'
+             'if method == "minmax":\n'
+             '    return min(values.min().item(), 0.0), max(values.max().item(), 0.0)\n'
+             'lo, hi = np.percentile(values.numpy(), [100 - q, q])\n'
+             'return float(lo), float(hi)'),
+        ],
+    ],
+    "ex5": [
+        [  # the sums in int16: 8-bit products over 64 inputs overflow and wrap around
+            ('acc = (q_x.to(torch.int16) - x_zp) @ q_w.to(torch.int16).T\n'
+             'bias_scale = x_scale * w_scale\n'
+             'acc = acc.to(torch.int32) + torch.round(b / bias_scale).to(torch.int32)\n'
+             'info = torch.iinfo(q_x.dtype)\n'
+             'q = torch.round(acc * (bias_scale / out_scale)) + out_zp\n'
+             'return torch.clamp(q, info.min, info.max).to(q_x.dtype)'),
+        ],
+        [  # the zero points forgotten
+            ('acc = q_x.to(torch.int32) @ q_w.to(torch.int32).T\n'
+             'bias_scale = x_scale * w_scale\n'
+             'acc = acc + torch.round(b / bias_scale).to(torch.int32)\n'
+             'info = torch.iinfo(q_x.dtype)\n'
+             'return torch.clamp(torch.round(acc * (bias_scale / out_scale)), info.min, info.max).to(q_x.dtype)'),
+        ],
+        [  # the bias added in float after rescaling, not quantized to int32
+            ('acc = (q_x.to(torch.int32) - x_zp) @ q_w.to(torch.int32).T\n'
+             'q = torch.round((acc * (x_scale * w_scale) + b) / out_scale) + out_zp\n'
+             'info = torch.iinfo(q_x.dtype)\n'
+             'return torch.clamp(q, info.min, info.max).to(q_x.dtype)'),
+        ],
+        [  # the bias quantized with the output's scale
+            ('acc = (q_x.to(torch.int32) - x_zp) @ q_w.to(torch.int32).T\n'
+             'acc = acc + torch.round(b / out_scale).to(torch.int32)\n'
+             'q = torch.round(acc * (x_scale * w_scale / out_scale)) + out_zp\n'
+             'info = torch.iinfo(q_x.dtype)\n'
+             'return torch.clamp(q, info.min, info.max).to(q_x.dtype)'),
+        ],
+        [  # no clamp: .to(uint8) wraps around
+            ('acc = (q_x.to(torch.int32) - x_zp) @ q_w.to(torch.int32).T\n'
+             'bias_scale = x_scale * w_scale\n'
+             'acc = acc + torch.round(b / bias_scale).to(torch.int32)\n'
+             'return (torch.round(acc * (bias_scale / out_scale)) + out_zp).to(q_x.dtype)'),
+        ],
+        [  # truncation instead of rounding
+            ('acc = (q_x.to(torch.int32) - x_zp) @ q_w.to(torch.int32).T\n'
+             'bias_scale = x_scale * w_scale\n'
+             'acc = acc + torch.round(b / bias_scale).to(torch.int32)\n'
+             'q = (acc * (bias_scale / out_scale)).to(torch.int32) + out_zp\n'
+             'info = torch.iinfo(q_x.dtype)\n'
+             'return torch.clamp(q, info.min, info.max).to(q_x.dtype)'),
+        ],
+        [  # the sums in int8
+            ('acc = (q_x.to(torch.int32) - x_zp).to(torch.int8) @ q_w.T\n'
+             'bias_scale = x_scale * w_scale\n'
+             'acc = acc.to(torch.int32) + torch.round(b / bias_scale).to(torch.int32)\n'
+             'info = torch.iinfo(q_x.dtype)\n'
+             'q = torch.round(acc * (bias_scale / out_scale)) + out_zp\n'
+             'return torch.clamp(q, info.min, info.max).to(q_x.dtype)'),
+        ],
+        [  # ties rounded up (floor(v + 0.5)) instead of to even
+            ('acc = (q_x.to(torch.int32) - x_zp) @ q_w.to(torch.int32).T\n'
+             'bias_scale = x_scale * w_scale\n'
+             'acc = acc + torch.round(b / bias_scale).to(torch.int32)\n'
+             'q = torch.floor(acc * (bias_scale / out_scale) + 0.5) + out_zp\n'
+             'info = torch.iinfo(q_x.dtype)\n'
+             'return torch.clamp(q, info.min, info.max).to(q_x.dtype)'),
+        ],
+    ],
+    "ex6": [
+        [  # the bias forgotten
+            ('a = dyt.weight.detach().abs().max().item()\n'
+             'return -a, a'),
+        ],
+        [  # weight instead of |weight|
+            ('w, b = dyt.weight.detach(), dyt.bias.detach()\n'
+             'return (b - w).min().item(), (b + w).max().item()'),
+        ],
+        [  # alpha in the bound
+            ('w, b = dyt.weight.detach(), dyt.bias.detach()\n'
+             'reach = (dyt.alpha.detach() * w).abs()\n'
+             'return (b - reach).min().item(), (b + reach).max().item()'),
+        ],
+        [  # a symmetric bound, -/+ max(|bias| + |weight|): it holds but is not the tightest
+            ('a = (dyt.bias.detach().abs() + dyt.weight.detach().abs()).max().item()\n'
+             'return -a, a'),
+        ],
+    ],
 }
 
 ALTERNATIVES: dict[str, list[str]] = {
+    "ex4": [  # torch only: running extremes with torch.minimum/maximum, torch.quantile in float64
+        ('lo, hi, seen = None, None, []\n'
+         'for x in batches:\n'
+         '    lo = x.min() if lo is None else torch.minimum(lo, x.min())\n'
+         '    hi = x.max() if hi is None else torch.maximum(hi, x.max())\n'
+         '    seen.append(x.flatten().double())\n'
+         'if method == "percentile":\n'
+         '    qs = torch.tensor([1 - q / 100, q / 100], dtype=torch.float64)\n'
+         '    lo, hi = torch.quantile(torch.cat(seen), qs)\n'
+         'return lo.item(), hi.item()'),
+    ],
+    "ex5": [  # int64 sums and float64 arithmetic in another order; the zero point added before rounding
+        ('acc = (q_x.long() - x_zp) @ q_w.long().T\n'
+         'bias = torch.round(b.double() / x_scale / w_scale.double()).long()\n'
+         'v = (acc + bias).double() * x_scale * w_scale.double() / out_scale\n'
+         'info = torch.iinfo(q_x.dtype)\n'
+         'return torch.round(v + out_zp).clamp(info.min, info.max).to(q_x.dtype)'),
+    ],
+    "ex6": [
+        ('w, b = dyt.weight.detach(), dyt.bias.detach()\n'
+         'return float(torch.min(b - w.abs())), float(torch.max(b + w.abs()))'),
+    ],
 }
