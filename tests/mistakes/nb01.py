@@ -13,6 +13,11 @@ WRONG: dict[str, list[list[str]]] = {
              'sd = ((x - mu) ** 2).mean(-1, keepdim=True).sqrt()\n'
              'return (x - mu) / (sd + eps) * weight + bias'),
         ],
+        [  # normalized over the batch (dimension 0) instead of the channels
+            ('mu = x.mean(0, keepdim=True)\n'
+             'var = ((x - mu) ** 2).mean(0, keepdim=True)\n'
+             'return (x - mu) / torch.sqrt(var + eps) * weight + bias'),
+        ],
     ],
     "ex2": [
         [
@@ -23,6 +28,12 @@ WRONG: dict[str, list[list[str]]] = {
              'if self.channels_last:\n'
              '    return x * self.weight + self.bias\n'
              'return x * self.weight[:, None, None] + self.bias[:, None, None]'),
+        ],
+        [  # alpha read out with .item(): the parameter gets no gradient
+            ('a = self.alpha.item()\n'
+             'if self.channels_last:\n'
+             '    return torch.tanh(a * x) * self.weight + self.bias\n'
+             'return torch.tanh(a * x) * self.weight[:, None, None] + self.bias[:, None, None]'),
         ],
     ],
     "ex3": [
@@ -37,6 +48,20 @@ WRONG: dict[str, list[list[str]]] = {
              '    return MyDynamicTanh(module.normalized_shape[-1])\n'
              'for name, child in module.named_children():\n'
              '    setattr(module, name, my_convert_ln_to_dyt(child))'),
+        ],
+        [  # recurses into the children but never checks the module itself: a bare LayerNorm stays
+            ('for name, child in module.named_children():\n'
+             '    if isinstance(child, nn.LayerNorm):\n'
+             '        setattr(module, name, MyDynamicTanh(child.normalized_shape[-1]))\n'
+             '    else:\n'
+             '        my_convert_ln_to_dyt(child)\n'
+             'return module'),
+        ],
+        [  # named_modules() with setattr on the dotted name: the nested LayerNorms stay
+            ('for name, m in list(module.named_modules()):\n'
+             '    if isinstance(m, nn.LayerNorm):\n'
+             '        setattr(module, name, MyDynamicTanh(m.normalized_shape[-1]))\n'
+             'return module'),
         ],
     ],
 }

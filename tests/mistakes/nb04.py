@@ -12,6 +12,14 @@ WRONG: dict[str, list[list[str]]] = {
             ('return F.kl_div(F.log_softmax(student_logits / T, 1), F.softmax(teacher_logits / T, 1), '
              "reduction='batchmean')"),
         ],
+        [  # student and teacher swapped in F.kl_div
+            ('return F.kl_div(F.log_softmax(teacher_logits / T, 1), F.softmax(student_logits / T, 1), '
+             "reduction='batchmean') * T ** 2"),
+        ],
+        [  # log(softmax(...)) instead of log_softmax: -inf for large logits
+            ('log_p_s = torch.log(F.softmax(student_logits / T, 1))\n'
+             "return F.kl_div(log_p_s, F.softmax(teacher_logits / T, 1), reduction='batchmean') * T ** 2"),
+        ],
     ],
     "ex2": [
         [
@@ -19,6 +27,9 @@ WRONG: dict[str, list[list[str]]] = {
         ],
         [
             'return ((regressor(student_feature) - teacher_feature.detach()) ** 2).sum()',
+        ],
+        [  # squared errors summed over the channels, averaged over the rest
+            'return ((regressor(student_feature) - teacher_feature.detach()) ** 2).sum(-1).mean()',
         ],
     ],
     "ex3": [
@@ -29,6 +40,15 @@ WRONG: dict[str, list[list[str]]] = {
         [
             ('logits = emb_student @ emb_teacher.t()\n'
              'return F.cross_entropy(logits, torch.arange(len(logits)))'),
+        ],
+        [  # both directions averaged (a symmetric CLIP loss)
+            ('logits = emb_student @ emb_teacher.t() / temperature\n'
+             'labels = torch.arange(len(logits))\n'
+             'return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels)) / 2'),
+        ],
+        [  # summed over the batch instead of averaged
+            ('logits = emb_student @ emb_teacher.t() / temperature\n'
+             "return F.cross_entropy(logits, torch.arange(len(logits)), reduction='sum')"),
         ],
     ],    "ex4": [
         [  # the teacher left in train mode (its BatchNorm uses batch statistics and updates its running ones)
