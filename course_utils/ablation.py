@@ -155,3 +155,24 @@ def compare_norms(table: pd.DataFrame, families: Mapping[str, tuple[str, str]], 
     if len(out):
         out["holm"] = np.asarray(correction(out.p.to_numpy(), alpha), dtype=bool)
     return out
+
+
+def verdict(row: Any) -> str:
+    """The sentence for one row of :func:`compare_norms`: "within noise" unless the interval excludes zero, and an
+    effect only if it survives Holm's correction."""
+    diff = row["diff"] if isinstance(row, pd.Series) else row.diff  # a Series' .diff is a method
+    if not row.significant:
+        return "within noise"
+    more = f"DyT loses {abs(diff):.1f} points {'MORE' if diff < 0 else 'LESS'}"
+    return f"{more} (survives Holm)" if row.holm else f"outside the noise alone, not after Holm's correction ({more})"
+
+
+def held_status(one_seed_significant: bool, one_seed_diff: float, row: Any) -> str:
+    """What became of a one-seed claim once the seeds are in: no claim to test, confirmed, reversed or not confirmed
+    (only a difference that survives Holm's correction confirms or reverses)."""
+    diff = row["diff"] if isinstance(row, pd.Series) else row.diff
+    if not one_seed_significant:
+        return "no claim in one seed (within noise)"
+    if row.holm:
+        return "confirmed over seeds" if np.sign(diff) == np.sign(one_seed_diff) else "reversed over seeds"
+    return "not confirmed over seeds"

@@ -60,3 +60,17 @@ def test_compare_norms_skips_regimes_with_fewer_than_two_paired_seeds():
     table = ablation.wide(_rows([0]), "this run")
     assert ablation.compare_norms(table, {"vit": ("dyt", "layernorm")}, ["ptq-w4a4"], 1000).empty
     assert isinstance(table, pd.DataFrame)
+
+
+def test_verdicts_respect_noise_and_holm():
+    from types import SimpleNamespace as Row
+
+    assert ablation.verdict(Row(diff=-2.0, significant=False, holm=False)) == "within noise"
+    assert ablation.verdict(Row(diff=-2.0, significant=True, holm=True)) == "DyT loses 2.0 points MORE (survives Holm)"
+    assert ablation.verdict(Row(diff=1.5, significant=True, holm=False)) == \
+        "outside the noise alone, not after Holm's correction (DyT loses 1.5 points LESS)"
+    held = Row(diff=3.5, significant=True, holm=True)
+    assert ablation.held_status(False, 7.3, held) == "no claim in one seed (within noise)"
+    assert ablation.held_status(True, 7.3, held) == "confirmed over seeds"
+    assert ablation.held_status(True, -7.3, held) == "reversed over seeds"
+    assert ablation.held_status(True, 7.3, Row(diff=3.5, significant=True, holm=False)) == "not confirmed over seeds"
