@@ -19,6 +19,30 @@ WRONG: dict[str, list[list[str]]] = {
              'scale = max((hi - lo) / (2 ** bits - 1), torch.finfo(torch.float32).eps)\n'
              'return scale, int(min(max(-round(lo / scale), 0), 2 ** bits - 1))'),
         ],
+        [  # symmetric: max|x| divided by 2^(bits-1) (128 at 8 bits), the full signed range
+            ('lo, hi = min(x.min().item(), 0.0), max(x.max().item(), 0.0)\n'
+             'eps = torch.finfo(torch.float32).eps\n'
+             'if symmetric:\n'
+             '    return max(max(-lo, hi) / 2 ** (bits - 1), eps), 0\n'
+             'scale = max((hi - lo) / (2 ** bits - 1), eps)\n'
+             'return scale, int(min(max(-round(lo / scale), 0), 2 ** bits - 1))'),
+        ],
+        [  # the range divided into 2^bits steps instead of 2^bits - 1
+            ('lo, hi = min(x.min().item(), 0.0), max(x.max().item(), 0.0)\n'
+             'eps = torch.finfo(torch.float32).eps\n'
+             'if symmetric:\n'
+             '    return max(max(-lo, hi) / (2 ** (bits - 1) - 1), eps), 0\n'
+             'scale = max((hi - lo) / 2 ** bits, eps)\n'
+             'return scale, int(min(max(-round(lo / scale), 0), 2 ** bits - 1))'),
+        ],
+        [  # the zero point truncated by int() instead of rounded
+            ('lo, hi = min(x.min().item(), 0.0), max(x.max().item(), 0.0)\n'
+             'eps = torch.finfo(torch.float32).eps\n'
+             'if symmetric:\n'
+             '    return max(max(-lo, hi) / (2 ** (bits - 1) - 1), eps), 0\n'
+             'scale = max((hi - lo) / (2 ** bits - 1), eps)\n'
+             'return scale, int(min(max(-lo / scale, 0), 2 ** bits - 1))'),
+        ],
     ],
     "ex2": [
         [
@@ -28,6 +52,26 @@ WRONG: dict[str, list[list[str]]] = {
         [
             ('qmin, qmax = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if symmetric else (0, 2 ** bits - 1)\n'
              'return torch.clamp(torch.round(x / scale) + zero_point, qmin, qmax).to(torch.int32)'),
+            'return (q.float() - zero_point) * scale',
+        ],
+        [  # floor (truncation) instead of rounding to the nearest integer
+            ('qmin, qmax = (-(2 ** (bits - 1) - 1), 2 ** (bits - 1) - 1) if symmetric else (0, 2 ** bits - 1)\n'
+             'return torch.clamp(torch.floor(x / scale) + zero_point, qmin, qmax).to(torch.int32)'),
+            'return (q.float() - zero_point) * scale',
+        ],
+        [  # the zero point forgotten in dequantize
+            ('qmin, qmax = (-(2 ** (bits - 1) - 1), 2 ** (bits - 1) - 1) if symmetric else (0, 2 ** bits - 1)\n'
+             'return torch.clamp(torch.round(x / scale) + zero_point, qmin, qmax).to(torch.int32)'),
+            'return q.float() * scale',
+        ],
+        [  # clamped before the zero point is added: the grid is shifted out of [qmin, qmax]
+            ('qmin, qmax = (-(2 ** (bits - 1) - 1), 2 ** (bits - 1) - 1) if symmetric else (0, 2 ** bits - 1)\n'
+             'return (torch.clamp(torch.round(x / scale), qmin, qmax) + zero_point).to(torch.int32)'),
+            'return (q.float() - zero_point) * scale',
+        ],
+        [  # ties rounded up, floor(v + 0.5), instead of to even
+            ('qmin, qmax = (-(2 ** (bits - 1) - 1), 2 ** (bits - 1) - 1) if symmetric else (0, 2 ** bits - 1)\n'
+             'return torch.clamp(torch.floor(x / scale + 0.5) + zero_point, qmin, qmax).to(torch.int32)'),
             'return (q.float() - zero_point) * scale',
         ],
     ],
@@ -40,6 +84,33 @@ WRONG: dict[str, list[list[str]]] = {
         [
             ('qmin, qmax = (-(2 ** (bits - 1) - 1), 2 ** (bits - 1) - 1) if symmetric else (0, 2 ** bits - 1)\n'
              'return (torch.clamp(torch.round(x / scale) + zero_point, qmin, qmax) - zero_point) * scale'),
+        ],
+        [  # strict inequalities: values that land exactly on qmin or qmax lose their gradient
+            ('qmin, qmax = (-(2 ** (bits - 1) - 1), 2 ** (bits - 1) - 1) if symmetric else (0, 2 ** bits - 1)\n'
+             'q = torch.round(x / scale) + zero_point\n'
+             'x_hat = (torch.clamp(q, qmin, qmax) - zero_point) * scale\n'
+             'inside = ((q > qmin) & (q < qmax)).to(x.dtype)\n'
+             'return x_hat.detach() + x * inside - (x * inside).detach()'),
+        ],
+        [  # the zero point not subtracted before rescaling
+            ('qmin, qmax = (-(2 ** (bits - 1) - 1), 2 ** (bits - 1) - 1) if symmetric else (0, 2 ** bits - 1)\n'
+             'q = torch.round(x / scale) + zero_point\n'
+             'x_hat = torch.clamp(q, qmin, qmax) * scale\n'
+             'inside = ((q >= qmin) & (q <= qmax)).to(x.dtype)\n'
+             'return x_hat.detach() + x * inside - (x * inside).detach()'),
+        ],
+        [  # the mask multiplied onto the output: clamped values become 0 instead of the grid's end
+            ('qmin, qmax = (-(2 ** (bits - 1) - 1), 2 ** (bits - 1) - 1) if symmetric else (0, 2 ** bits - 1)\n'
+             'q = torch.round(x / scale) + zero_point\n'
+             'x_hat = (torch.clamp(q, qmin, qmax) - zero_point) * scale\n'
+             'inside = ((q >= qmin) & (q <= qmax)).to(x.dtype)\n'
+             'return (x_hat.detach() + x - x.detach()) * inside'),
+        ],
+        [  # the clamp on x before rounding: values up to half a step outside the range lose their gradient
+            ('qmin, qmax = (-(2 ** (bits - 1) - 1), 2 ** (bits - 1) - 1) if symmetric else (0, 2 ** bits - 1)\n'
+             'xc = torch.clamp(x, (qmin - zero_point) * scale, (qmax - zero_point) * scale)\n'
+             'x_hat = (torch.round(xc / scale) + zero_point - zero_point) * scale\n'
+             'return x_hat.detach() + xc - xc.detach()'),
         ],
     ],
     "ex4": [

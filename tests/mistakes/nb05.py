@@ -11,6 +11,17 @@ WRONG: dict[str, list[list[str]]] = {
             ('noise = rng.normal(0, 1, x.shape) * (x.numpy() / photons) ** 0.5\n'
              'return torch.from_numpy(x.numpy() + noise).float().clamp(0, 1)'),
         ],
+        [  # x.numpy() scaled in place: it shares memory with x, so the caller's image changes
+            ('counts = x.numpy()\n'
+             'counts *= photons\n'
+             'return torch.from_numpy(rng.poisson(counts) / photons).float().clamp(0, 1)'),
+        ],
+        [  # torch.poisson: the generator passed in is never used, so the draw is not reproducible
+            'return (torch.poisson(x * photons) / photons).clamp(0, 1)',
+        ],
+        [  # the photon counts not divided by photons
+            'return torch.from_numpy(rng.poisson(x.numpy() * photons)).float().clamp(0, 1)',
+        ],
     ],
     "ex2": [
         [
@@ -33,6 +44,36 @@ WRONG: dict[str, list[list[str]]] = {
              '        ece += m.float().mean().item() * abs(correct[m].mean().item() - conf[m].mean().item())\n'
              'return float(ece)'),
         ],
+        [  # half-open bins [b / n, (b + 1) / n): a confidence on an edge goes up, and 1.0 falls in no bin
+            ('conf, pred = probs.max(1)\n'
+             'correct = (pred == labels).float()\n'
+             'ece = 0.0\n'
+             'for b in range(n_bins):\n'
+             '    m = (conf >= b / n_bins) & (conf < (b + 1) / n_bins)\n'
+             '    if m.any():\n'
+             '        ece += m.float().mean().item() * abs(correct[m].mean().item() - conf[m].mean().item())\n'
+             'return float(ece)'),
+        ],
+        [  # the signed gap: over- and underconfident bins cancel
+            ('conf, pred = probs.max(1)\n'
+             'correct = (pred == labels).float()\n'
+             'ece = 0.0\n'
+             'for b in range(n_bins):\n'
+             '    m = (conf > b / n_bins) & (conf <= (b + 1) / n_bins)\n'
+             '    if m.any():\n'
+             '        ece += m.float().mean().item() * (correct[m].mean().item() - conf[m].mean().item())\n'
+             'return float(ece)'),
+        ],
+        [  # the bins weighted by their count instead of their fraction of the examples
+            ('conf, pred = probs.max(1)\n'
+             'correct = (pred == labels).float()\n'
+             'ece = 0.0\n'
+             'for b in range(n_bins):\n'
+             '    m = (conf > b / n_bins) & (conf <= (b + 1) / n_bins)\n'
+             '    if m.any():\n'
+             '        ece += m.sum().item() * abs(correct[m].mean().item() - conf[m].mean().item())\n'
+             'return float(ece)'),
+        ],
     ],
     "ex3": [
         [
@@ -42,6 +83,18 @@ WRONG: dict[str, list[list[str]]] = {
         [
             'return logits.softmax(1).max(1).values',
             'return -T * torch.logsumexp(logits / T, dim=1)',
+        ],
+        [  # the softmax over the batch (dim=0) instead of over the classes
+            'return logits.softmax(0).max(1).values',
+            'return T * torch.logsumexp(logits / T, dim=1)',
+        ],
+        [  # the temperature factor in front of the logsumexp forgotten
+            'return logits.softmax(1).max(1).values',
+            'return torch.logsumexp(logits / T, dim=1)',
+        ],
+        [  # log(sum(exp(...))) written out: it overflows for large logits
+            'return logits.softmax(1).max(1).values',
+            'return T * torch.log(torch.exp(logits / T).sum(1))',
         ],
     ],
     "ex4": [
@@ -54,6 +107,37 @@ WRONG: dict[str, list[list[str]]] = {
         [
             ('t = torch.sort(ood_scores).values[int(0.95 * len(ood_scores)) - 1]\n'
              'return float((id_scores < t).float().mean())'),
+        ],
+        [  # roc_curve with its default drop_intermediate=True: the threshold needed can be dropped
+            ('s = -torch.cat([id_scores, ood_scores]).double().numpy()\n'
+             'is_ood = np.r_[np.zeros(len(id_scores)), np.ones(len(ood_scores))]\n'
+             'fpr, tpr, _ = roc_curve(is_ood, s)\n'
+             'return float(fpr[np.argmax(tpr >= 0.95)])'),
+        ],
+        [  # tpr > 0.95: the threshold at exactly 95% is skipped
+            ('s = -torch.cat([id_scores, ood_scores]).double().numpy()\n'
+             'is_ood = np.r_[np.zeros(len(id_scores)), np.ones(len(ood_scores))]\n'
+             'fpr, tpr, _ = roc_curve(is_ood, s, drop_intermediate=False)\n'
+             'return float(fpr[np.argmax(tpr > 0.95)])'),
+        ],
+        [  # the FPR interpolated along the ROC curve at TPR 0.95, not read at a real threshold
+            ('s = -torch.cat([id_scores, ood_scores]).double().numpy()\n'
+             'is_ood = np.r_[np.zeros(len(id_scores)), np.ones(len(ood_scores))]\n'
+             'fpr, tpr, _ = roc_curve(is_ood, s, drop_intermediate=False)\n'
+             'return float(np.interp(0.95, tpr, fpr))'),
+        ],
+        [  # a sweep one example at a time: tied ID images after the 95% OOD one are not flagged with it
+            ('scores = torch.cat([ood_scores, id_scores])\n'
+             'is_ood = torch.cat([torch.ones(len(ood_scores)), torch.zeros(len(id_scores))])\n'
+             'tp = fp = 0\n'
+             'for i in torch.argsort(scores, stable=True).tolist():\n'
+             '    if is_ood[i]:\n'
+             '        tp += 1\n'
+             '    else:\n'
+             '        fp += 1\n'
+             '    if tp >= 0.95 * len(ood_scores):\n'
+             '        break\n'
+             'return fp / len(id_scores)'),
         ],
     ],
     "ex5": [

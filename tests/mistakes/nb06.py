@@ -14,6 +14,21 @@ WRONG: dict[str, list[list[str]]] = {
              "F.cosine_similarity(deployed, reference, dim=1).mean().item(), 'agreement': (deployed.argmax(0) "
              '== reference.argmax(0)).float().mean().item()}'),
         ],
+        [  # the mean absolute difference instead of the largest
+            ("return {'max_abs_diff': (deployed - reference).abs().mean().item(), 'cosine': "
+             "F.cosine_similarity(deployed, reference, dim=1).mean().item(), 'agreement': "
+             '(deployed.argmax(1) == reference.argmax(1)).float().mean().item()}'),
+        ],
+        [  # 0-d tensors returned, without .item()
+            ("return {'max_abs_diff': (deployed - reference).abs().max(), 'cosine': "
+             "F.cosine_similarity(deployed, reference, dim=1).mean(), 'agreement': "
+             '(deployed.argmax(1) == reference.argmax(1)).float().mean()}'),
+        ],
+        [  # the agreement as a count of images, not a fraction
+            ("return {'max_abs_diff': (deployed - reference).abs().max().item(), 'cosine': "
+             "F.cosine_similarity(deployed, reference, dim=1).mean().item(), 'agreement': "
+             'float((deployed.argmax(1) == reference.argmax(1)).sum().item())}'),
+        ],
     ],
     "ex2": [
         [
@@ -30,6 +45,30 @@ WRONG: dict[str, list[list[str]]] = {
              'return {self.input_name: batch.numpy().astype(np.float32)}'),
             'self.position = 0',
         ],
+        [  # the last, partial batch dropped
+            ('if self.position + self.batch_size > len(self.images):\n'
+             '    return None\n'
+             'batch = self.images[self.position:self.position + self.batch_size]\n'
+             'self.position += self.batch_size\n'
+             'return {self.input_name: batch.numpy().astype(np.float32)}'),
+            'self.position = 0',
+        ],
+        [  # the images' dtype kept (float64 here), not cast to float32
+            ('if self.position >= len(self.images):\n'
+             '    return None\n'
+             'batch = self.images[self.position:self.position + self.batch_size]\n'
+             'self.position += self.batch_size\n'
+             'return {self.input_name: batch.numpy()}'),
+            'self.position = 0',
+        ],
+        [  # rewind sets a local variable, not self.position
+            ('if self.position >= len(self.images):\n'
+             '    return None\n'
+             'batch = self.images[self.position:self.position + self.batch_size]\n'
+             'self.position += self.batch_size\n'
+             'return {self.input_name: batch.numpy().astype(np.float32)}'),
+            'position = 0  # noqa: F841',
+        ],
     ],
     "ex3": [
         [
@@ -40,6 +79,24 @@ WRONG: dict[str, list[list[str]]] = {
             ('ok = deployments[(deployments.size_kb < max_kb) & (deployments.ms_b1 < max_ms)]\n'
              "ok = ok.dropna(subset=['accuracy'])\n"
              'return None if ok.empty else ok.accuracy.idxmax()'),
+        ],
+        [  # idxmax on a tie in accuracy: the first row listed, not the smaller deployment
+            ('ok = deployments[(deployments.size_kb <= max_kb) & (deployments.ms_b1 <= max_ms)]\n'
+             "ok = ok.dropna(subset=['accuracy'])\n"
+             'return None if ok.empty else ok.accuracy.idxmax()'),
+        ],
+        [  # rows without an accuracy kept
+            ('ok = deployments[(deployments.size_kb <= max_kb) & (deployments.ms_b1 <= max_ms)]\n'
+             'if ok.empty:\n'
+             '    return None\n'
+             "return ok.sort_values(['accuracy', 'size_kb'], ascending=[False, True]).index[0]"),
+        ],
+        [  # sorted ascending: the least accurate deployment that fits
+            ('ok = deployments[(deployments.size_kb <= max_kb) & (deployments.ms_b1 <= max_ms)]\n'
+             "ok = ok.dropna(subset=['accuracy'])\n"
+             'if ok.empty:\n'
+             '    return None\n'
+             "return ok.sort_values(['accuracy', 'size_kb']).index[0]"),
         ],
     ],
     "ex4": [
