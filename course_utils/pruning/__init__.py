@@ -8,7 +8,7 @@
 """
 
 from .lowrank import LowRankLinear, choose_rank, factorize_linear, low_rank_factorize, low_rank_layers
-from .schedules import GradualPruner, ThresholdPruner, cubic_sparsity
+from .schedules import GradualPruner, ThresholdPruner, cubic_sparsity, masked_step
 from .storage import (
     SPARSE_FORMATS,
     CSRLinear,
@@ -34,6 +34,7 @@ from .unstructured import (
     PRUNABLE_TYPES,
     SCALES,
     ThresholdPruning,
+    fine_grained_mask,
     global_prune,
     global_sparsity,
     global_threshold,
@@ -52,9 +53,9 @@ from .unstructured import (
 __all__ = [
     "CSRLinear", "GradualPruner", "LowRankLinear", "PRUNABLE_TYPES", "SCALES", "SPARSE_FORMATS", "ThresholdPruner",
     "ThresholdPruning", "channel_importance", "choose_rank", "cubic_sparsity", "dense_from_sparse", "factorize_linear",
-    "ffn_importance", "global_prune", "global_sparsity", "global_threshold", "head_importance",
+    "ffn_importance", "fine_grained_mask", "global_prune", "global_sparsity", "global_threshold", "head_importance",
     "largest_sparsity_within", "layer_threshold", "layerwise_prune", "ln_importance", "low_rank_factorize",
-    "low_rank_layers", "magnitude_mask", "make_permanent", "prunable_layers", "prune_attention_heads",
+    "low_rank_layers", "magnitude_mask", "make_permanent", "masked_step", "prunable_layers", "prune_attention_heads",
     "prune_by_threshold", "prune_channel_pair", "prune_conv_channels", "prune_ffn_neurons", "prune_heads",
     "sensitivity_scan", "sparse_size_on_disk", "sparse_state_dict", "sparsity_report", "storage_report",
     "structured_prune", "threshold_prune", "units_to_keep",

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torch.nn.utils import prune
 
 from ..args import check_choice, check_fraction, check_int
@@ -43,9 +44,31 @@ class _MaskedTraining:
         for m in self.layers.values():
             m.weight_orig.mul_(m.weight_mask)
 
+    def masks(self) -> dict[str, torch.Tensor]:
+        """The live mask buffers keyed by the name of the parameter they mask (``<layer>.weight_orig``), as
+        :func:`masked_step` takes them: the pruner grows these very tensors in place."""
+        return {f"{n}.weight_orig": m.weight_mask for n, m in self.layers.items()}
+
     def sparsity(self) -> float:
         masks = [m.weight_mask for m in self.layers.values()]
         return 1 - sum(float(k.sum()) for k in masks) / sum(k.numel() for k in masks)
+
+
+def masked_step(model: nn.Module, masks: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer,
+                x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One training step of masked (pruned) training: cross-entropy, fresh gradients, the optimizer step, then
+    every mask re-applied in place to the parameter it is keyed by (``dict(model.named_parameters())``), because
+    AdamW's momentum and decay move pruned weights off zero. Returns the (detached) loss and logits."""
+    logits = model(x)
+    loss = F.cross_entropy(logits, y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, mask in masks.items():
+            params[name].mul_(mask)
+    return loss.detach(), logits.detach()
 
 
 class ThresholdPruner(_MaskedTraining):

@@ -8,7 +8,7 @@ that skip zeros (structured pruning, :mod:`.structured`, is the one that buys sp
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import pandas as pd
 import torch
@@ -111,6 +111,21 @@ def layerwise_prune(model: nn.Module, sparsity: float, layers: Iterable[str] | N
     return model
 
 
+def fine_grained_mask(weight: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """0/1 mask (weight's dtype) removing the ``round(sparsity * numel)`` smallest-magnitude entries of one tensor.
+
+    MIT 6.5940 Lab 1's ``fine_grained_prune``, written with ``torch.kthvalue``: the mask keeps ``|w| > t`` where
+    ``t`` is the k-th smallest magnitude. Without ties at ``t`` it is ``prune.l1_unstructured``'s mask; with ties
+    this rule removes every tied entry (possibly more than k), while ``l1_unstructured`` removes exactly k and picks
+    among the tied ones in ``torch.topk``'s order. ``sparsity`` 1 removes everything, like ``l1_unstructured``."""
+    sparsity = check_number("sparsity", sparsity, 0.0, 1.0)
+    k = int(round(sparsity * weight.numel()))
+    if k == 0:
+        return torch.ones_like(weight)
+    t = weight.detach().abs().flatten().kthvalue(k).values
+    return (weight.detach().abs() > t).to(weight.dtype)
+
+
 def global_prune(model: nn.Module, sparsity: float, layers: Iterable[str] | None = None) -> nn.Module:
     """``prune.global_unstructured``: the smallest-magnitude weights across all layers at once (in place)."""
     sparsity = check_fraction("sparsity", sparsity)
@@ -171,12 +186,20 @@ def largest_sparsity_within(sparsities: Sequence[float], accuracies: Sequence[fl
 
 
 def sensitivity_scan(model: nn.Module, loader: DataLoader, sparsities: Sequence[float],
-                     layers: Iterable[str] | None = None) -> pd.DataFrame:
-    """Accuracy when pruning one layer at a time (``l1_unstructured``) to each sparsity, the rest dense."""
+                     layers: Iterable[str] | None = None,
+                     mask_fn: Callable[[torch.Tensor, float], torch.Tensor] | None = None) -> pd.DataFrame:
+    """Accuracy when pruning one layer at a time (``l1_unstructured``) to each sparsity, the rest dense.
+
+    ``mask_fn(weight, sparsity) -> mask`` (e.g. :func:`fine_grained_mask`) replaces ``l1_unstructured``: its mask
+    is applied with ``prune.custom_from_mask``."""
     rows = []
     for name in prunable_layers(model, layers):
         for s in sparsities:
             m = clone_model(model)
-            prune.l1_unstructured(m.get_submodule(name), "weight", amount=check_fraction("sparsity", s))
+            module = m.get_submodule(name)
+            if mask_fn is None:
+                prune.l1_unstructured(module, "weight", amount=check_fraction("sparsity", s))
+            else:
+                prune.custom_from_mask(module, "weight", mask_fn(module.weight.detach(), check_fraction("sparsity", s)))
             rows.append({"layer": name, "sparsity": s, "accuracy": evaluate(m, loader)["accuracy"]})
     return pd.DataFrame(rows)

@@ -53,6 +53,7 @@ new.head_mask = attn.head_mask[keep].clone()"""
 
 WRONG: dict[str, list[list[str]]] = {
     "ex1": [
+        ['return (weight >= tau).to(weight.dtype)'],
         [
             'return (weight.abs() > tau).to(weight.dtype)',
         ],
@@ -61,6 +62,8 @@ WRONG: dict[str, list[list[str]]] = {
         ],
     ],
     "ex2": [
+        ['flat = torch.cat([w.detach().abs().flatten() for w in weights])\n'
+         'return float(torch.quantile(flat, sparsity))'],
         [
             ('flat = torch.cat([w.abs().flatten() for w in weights])\n'
              'k = int(sparsity * flat.numel())\n'
@@ -73,6 +76,8 @@ WRONG: dict[str, list[list[str]]] = {
         ],
     ],
     "ex3": [
+        ['frac = min(1.0, max(0.0, (step - start_step) / total_steps))\n'
+         'return initial_sparsity + (final_sparsity - initial_sparsity) * frac'],
         [
             ('frac = min(1.0, max(0.0, (step - start_step) / total_steps))\n'
              'return initial_sparsity + (final_sparsity - initial_sparsity) * frac ** 3'),
@@ -83,6 +88,7 @@ WRONG: dict[str, list[list[str]]] = {
         ],
     ],
     "ex4": [
+        ['return weight.detach().flatten(1).abs().sum(dim=1)'],
         [
             'return weight.flatten(1).norm(p=p, dim=0)',
         ],
@@ -139,6 +145,108 @@ WRONG: dict[str, list[list[str]]] = {
         ['my_sparsities = {"blocks.0.attn.qkv": 0.8, "blocks.0.mlp.fc1": 0.9}'],
         ['my_sparsities = {"blocks.0.mlp.fc1": 1.0, "blocks.0.mlp.fc2": 0.9}'],
     ],
+    "ex-step": [
+        [  # masks never applied
+            ('logits = model(x)\n'
+             'loss = nn.functional.cross_entropy(logits, y)\n'
+             'optimizer.zero_grad()\n'
+             'loss.backward()\n'
+             'optimizer.step()\n'
+             'return loss.detach(), logits.detach()'),
+        ],
+        [  # masks applied before the step only: AdamW's momentum regrows the pruned weights
+            ('params = dict(model.named_parameters())\n'
+             'with torch.no_grad():\n'
+             '    for name, mask in masks.items():\n'
+             '        params[name].mul_(mask)\n'
+             'logits = model(x)\n'
+             'loss = nn.functional.cross_entropy(logits, y)\n'
+             'optimizer.zero_grad()\n'
+             'loss.backward()\n'
+             'optimizer.step()\n'
+             'return loss.detach(), logits.detach()'),
+        ],
+        [  # the gradient masked instead of the weights: momentum and weight decay still move them
+            ('logits = model(x)\n'
+             'loss = nn.functional.cross_entropy(logits, y)\n'
+             'optimizer.zero_grad()\n'
+             'loss.backward()\n'
+             'params = dict(model.named_parameters())\n'
+             'for name, mask in masks.items():\n'
+             '    params[name].grad.mul_(mask)\n'
+             'optimizer.step()\n'
+             'return loss.detach(), logits.detach()'),
+        ],
+        [  # zero_grad forgotten: gradients accumulate across steps
+            ('logits = model(x)\n'
+             'loss = nn.functional.cross_entropy(logits, y)\n'
+             'loss.backward()\n'
+             'optimizer.step()\n'
+             'params = dict(model.named_parameters())\n'
+             'with torch.no_grad():\n'
+             '    for name, mask in masks.items():\n'
+             '        params[name].mul_(mask)\n'
+             'return loss.detach(), logits.detach()'),
+        ],
+        [  # zero_grad after backward: the step sees no gradient
+            ('logits = model(x)\n'
+             'loss = nn.functional.cross_entropy(logits, y)\n'
+             'loss.backward()\n'
+             'optimizer.zero_grad()\n'
+             'optimizer.step()\n'
+             'params = dict(model.named_parameters())\n'
+             'with torch.no_grad():\n'
+             '    for name, mask in masks.items():\n'
+             '        params[name].mul_(mask)\n'
+             'return loss.detach(), logits.detach()'),
+        ],
+    ],
+    "ex-fine": [
+        [  # ranked by signed value instead of magnitude
+            ('k = int(round(sparsity * weight.numel()))\n'
+             'if k == 0:\n'
+             '    return torch.ones_like(weight)\n'
+             'threshold = weight.detach().flatten().kthvalue(k).values\n'
+             'return (weight.detach() > threshold).to(weight.dtype)'),
+        ],
+        [  # int() truncates the count instead of round()
+            ('magnitude = weight.detach().abs()\n'
+             'k = int(sparsity * weight.numel())\n'
+             'if k == 0:\n'
+             '    return torch.ones_like(weight)\n'
+             'threshold = magnitude.flatten().kthvalue(k).values\n'
+             'return (magnitude > threshold).to(weight.dtype)'),
+        ],
+        [  # >= keeps the k-th smallest: one weight too few removed
+            ('magnitude = weight.detach().abs()\n'
+             'k = int(round(sparsity * weight.numel()))\n'
+             'if k == 0:\n'
+             '    return torch.ones_like(weight)\n'
+             'threshold = magnitude.flatten().kthvalue(k).values\n'
+             'return (magnitude >= threshold).to(weight.dtype)'),
+        ],
+        [  # kept and removed swapped
+            ('magnitude = weight.detach().abs()\n'
+             'k = int(round(sparsity * weight.numel()))\n'
+             'if k == 0:\n'
+             '    return torch.zeros_like(weight)\n'
+             'threshold = magnitude.flatten().kthvalue(k).values\n'
+             'return (magnitude <= threshold).to(weight.dtype)'),
+        ],
+        [  # sparsity 0 not handled: kthvalue(0) fails
+            ('magnitude = weight.detach().abs()\n'
+             'k = int(round(sparsity * weight.numel()))\n'
+             'threshold = magnitude.flatten().kthvalue(k).values\n'
+             'return (magnitude > threshold).to(weight.dtype)'),
+        ],
+        [  # a bool mask: not the weight's dtype
+            ('magnitude = weight.detach().abs()\n'
+             'k = int(round(sparsity * weight.numel()))\n'
+             'if k == 0:\n'
+             '    return torch.ones_like(weight, dtype=torch.bool)\n'
+             'return magnitude > magnitude.flatten().kthvalue(k).values'),
+        ],
+    ],
 }
 
 ALTERNATIVES: dict[str, list[str]] = {
@@ -177,5 +285,23 @@ ALTERNATIVES: dict[str, list[str]] = {
          'new.num_heads = len(keep)\n'
          'new.head_mask = attn.head_mask[keep].clone()\n'
          'return new'),
+    ],
+    "ex-step": [
+        ('out = model(x)\n'
+         'loss = torch.nn.functional.cross_entropy(out, y)\n'
+         'optimizer.zero_grad(set_to_none=False)\n'
+         'loss.backward()\n'
+         'optimizer.step()\n'
+         'with torch.no_grad():\n'
+         '    for name, p in model.named_parameters():\n'
+         '        if name in masks:\n'
+         '            p.data *= masks[name]\n'
+         'return loss.detach(), out.detach()'),
+    ],
+    "ex-fine": [
+        ('k = round(sparsity * weight.numel())\n'
+         'mask = torch.ones(weight.numel(), dtype=weight.dtype)\n'
+         'mask[weight.detach().abs().flatten().argsort()[:k]] = 0\n'
+         'return mask.view_as(weight)'),
     ],
 }
