@@ -26,6 +26,14 @@ if TYPE_CHECKING:
 
 KEY_FIELDS = ("notebook", "mode", "dataset", "model", "norm", "technique", "setting", "seed", "metric")
 MODES = ("full", "smoke")
+#: Names of the techniques one notebook records and another reads back (07 reads 02's and 03's): both sides use
+#: these constants, so a rename changes both instead of leaving a lookup that silently finds nothing.
+DENSE, FP32 = "dense", "fp32"
+ONESHOT, GRADUAL = "unstructured one-shot", "unstructured gradual"
+ONESHOT_FINETUNE = "unstructured one-shot + fine-tune"
+PTQ_FAKE, QAT_FAKE = "ptq_fake", "qat_fake"
+#: 02's pruning methods (as its tables label them) -> the technique recorded.
+PRUNING_TECHNIQUE = {"one-shot": ONESHOT, "one-shot + fine-tune": ONESHOT_FINETUNE, "gradual": GRADUAL}
 #: Seconds a writer waits for another process's lock before giving up with an error naming the lock file.
 LOCK_TIMEOUT = 120.0
 

@@ -209,3 +209,27 @@ def test_a_summary_names_the_notebooks_whose_results_are_missing(tmp_path):
         results.require_notebooks(df, ["02", "03", "05"], mode="smoke", dataset="digits", path=store)
     with pytest.raises(LookupError, match="from notebook"):
         results.require_notebooks(results.load_results(tmp_path / "empty.json"), ["02"], mode="full", dataset="x")
+
+
+def test_what_07_reads_back_is_recorded_under_the_same_constants():
+    import re
+
+    import nbformat
+
+    from course_utils.paths import REPO_ROOT
+
+    def code(name: str, cell_id: str | None = None) -> str:
+        nb = nbformat.read(REPO_ROOT / "notebooks" / name, 4)
+        return "\n".join(c.source for c in nb.cells if c.cell_type == "code" and cell_id in (None, c.id))
+
+    hold = code("07_ablation_summary.ipynb", "hold")
+    used = set(re.findall(r"results\.([A-Z][A-Z0-9_]+)", hold))
+    assert {"ONESHOT_FINETUNE", "PTQ_FAKE", "QAT_FAKE", "DENSE", "FP32"} <= used
+    recorded = code("02_pruning.ipynb") + code("03_quantization.ipynb")
+    for name in used:
+        value = getattr(results, name)
+        assert isinstance(value, str)
+        assert f"results.{name}" in recorded or any(
+            f"results.{k}" in recorded for k, v in vars(results).items() if isinstance(v, dict) and value in
+            v.values()), f"07 reads technique {value!r} (results.{name}) that neither 02 nor 03 records by that name"
+        assert f'"{value}"' not in hold, f"07 spells {value!r} out instead of using results.{name}"
