@@ -7,11 +7,27 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.course-installed
 ARGS ?=
 TEST_OUT := $(CURDIR)/runs/test
+# Debian's Chromium for `make browser` (Playwright from PyPI drives it through executable_path: no browser download).
+# Setup installs it when missing, as root with apt-get; elsewhere it says why not, and `make browser` fails until
+# CHROMIUM names a Chromium binary.
+CHROMIUM ?= /usr/bin/chromium
+define install_chromium
+if [ -x "$(CHROMIUM)" ]; then :; \
+elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+  echo "installing Debian's chromium for make browser: apt-get install -y --no-install-recommends chromium"; \
+  export DEBIAN_FRONTEND=noninteractive; \
+  { apt-get install -y -q --no-install-recommends chromium \
+    || { apt-get update -q && apt-get install -y -q --no-install-recommends chromium; }; } && [ -x "$(CHROMIUM)" ] \
+  || { echo "ERROR: Debian's chromium could not be installed: 'apt-get install -y --no-install-recommends chromium' failed (its output is above) or left no $(CHROMIUM); make browser needs it" >&2; exit 1; }; \
+else \
+  echo "$(2): no Chromium at $(CHROMIUM), and it cannot be installed here: that needs root and apt-get (Debian/Ubuntu), and this is user $$(id -un)$$(command -v apt-get >/dev/null 2>&1 || echo ' without apt-get'). Install Debian's chromium as root, or pass CHROMIUM=/path/to/chromium; make browser fails until then" >&2; $(1) \
+fi
+endef
 # Keep test artefacts (smoke checkpoints, figures, results) away from the full run's.
 TEST_ENV := COURSE_CHECKPOINT_DIR=$(TEST_OUT)/checkpoints COURSE_FIGURES_DIR=$(TEST_OUT)/figures \
             COURSE_RESULTS_PATH=$(TEST_OUT)/results.json
 
-.PHONY: setup run smoke test unit notebooks lint student grade validate clean outputs sweep
+.PHONY: setup run smoke test unit notebooks browser lint student grade validate clean outputs sweep
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +35,7 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet -r requirements.txt
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (DyT course)" >/dev/null
+	@$(call install_chromium,true;,WARNING)
 	@touch $(STAMP)
 
 setup: $(STAMP)  ## create .venv and install everything
@@ -33,15 +50,19 @@ lint: setup  ## ruff on the package, the tests and the notebooks; the import con
 	$(PY) -m ruff check course_utils tests notebooks
 	$(PY) -m pytest -q -p no:cacheprovider tests/test_layers.py
 
-unit: setup  ## unit tests of course_utils
-	$(PY) -m pytest -q tests
+unit: setup  ## unit tests of course_utils (the browser check runs in `make browser`)
+	$(PY) -m pytest -q tests --ignore=tests/browser
 
 notebooks: setup  ## papermill runs the series in smoke mode, then nbval validates every notebook
 	rm -rf $(TEST_OUT)
 	$(TEST_ENV) $(PY) -m course_utils.running --smoke --output-dir $(TEST_OUT)/executed
 	$(TEST_ENV) COURSE_SMOKE=1 $(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env notebooks
 
-test: lint unit validate notebooks  ## everything CI checks
+browser: setup  ## real browser: JupyterLab + headless Chromium move notebook 02's slider (about a minute)
+	@$(call install_chromium,exit 1;,ERROR)
+	CHROMIUM_PATH=$(CHROMIUM) $(PY) -m pytest -q -s -p no:cacheprovider tests/browser
+
+test: lint unit validate notebooks browser  ## everything CI checks
 
 SEEDS ?= 0-9
 SWEEP_ARGS ?=

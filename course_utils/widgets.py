@@ -61,8 +61,6 @@ def threshold_slider(model: nn.Module, loader: DataLoader, layers: Iterable[str]
 
     def update(tau: float) -> dict[str, float]:
         res, used = measure(tau)
-        readout.value = (f"<b>tau = {tau:.{places}f}</b> ({scale}): sparsity <b>{res['sparsity']:.1%}</b>, "
-                         f"test accuracy <b>{res['accuracy']:.2%}</b>")
         if plot:
             fig, axes = plt.subplots(1, 2 if curve else 1, figsize=(12 if curve else 7, 3.2), squeeze=False)
             weight_histogram(axes[0, 0], weights, threshold=float(np.mean(list(used.values()))) if used else None)
@@ -77,6 +75,10 @@ def threshold_slider(model: nn.Module, loader: DataLoader, layers: Iterable[str]
                 ax.legend(fontsize=8)
             fig.tight_layout()
             plt.show()
+        # last: JupyterLab may run widget callbacks on a kernel thread of their own, so a reader of the readout then
+        # finds the plot drawn too (the browser check waits for `result`, which ipywidgets sets after this returns)
+        readout.value = (f"<b>tau = {tau:.{places}f}</b> ({scale}): sparsity <b>{res['sparsity']:.1%}</b>, "
+                         f"test accuracy <b>{res['accuracy']:.2%}</b>")
         return res
 
     slider = widgets.FloatSlider(value=tau, min=0.0, max=tau_max, step=step, description="tau",
