@@ -53,7 +53,6 @@ class EdgeRuntime:
         return self.make is not None
 
 
-
 RUNTIME_REGISTRY: dict[str, EdgeRuntime] = {}
 
 

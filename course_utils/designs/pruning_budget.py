@@ -14,13 +14,12 @@ from functools import lru_cache
 from typing import Any
 
 from torch import nn
-from torch.nn.utils import prune
 
 from ..baselines import get_baseline
 from ..data import DataBundle, get_data
 from ..metrics import accuracy
 from ..modules import fold_masks
-from ..pruning import prunable_layers
+from ..pruning import global_sparsity, layerwise_prune, prunable_layers
 from ..steps import finetune
 from .registry import DesignResult, DesignTask, Target, register_design, split_data
 
@@ -59,18 +58,17 @@ def check(config: Any) -> dict[str, float]:
 
 
 def prune_layers(model: nn.Module, sparsities: dict[str, float]) -> nn.Module:
-    """Magnitude-prune each named layer of ``model`` at its sparsity (in place; masks stay until made permanent)."""
-    layers = prunable_layers(model)
+    """Magnitude-prune each named layer of ``model`` at its own sparsity (in place; masks stay until made
+    permanent): ``layerwise_prune`` one layer at a time."""
     for name, s in sparsities.items():
         if s > 0:
-            prune.l1_unstructured(layers[name], "weight", amount=s)
+            layerwise_prune(model, s, [name])
     return model
 
 
 def kept_percent(model: nn.Module) -> float:
     """Percent of the prunable layers' weights that are not zero."""
-    weights = [m.weight for m in prunable_layers(model).values()]
-    return 100.0 * sum(int((w != 0).sum()) for w in weights) / sum(w.numel() for w in weights)
+    return 100.0 * (1.0 - global_sparsity(model))
 
 
 def measure(sparsities: dict[str, float], smoke: bool, split: str) -> DesignResult:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import nbformat
 
@@ -34,6 +34,9 @@ from .report import PARTIAL, Row, write_outputs
 from .runner import Limits, kill_all, resume
 from .sandbox import probe
 from .submission import read_submission
+
+if TYPE_CHECKING:
+    from ..designs import DesignResult
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
 T = TypeVar("T")
@@ -142,53 +145,60 @@ def _run_all(workers: int, calls: list[tuple[Callable[..., T], tuple[Any, ...]]]
 
 
 def _grade_one(student: str, path: Path, layout: Layout, lim: Limits, hide: list[str], sandbox: bool,
-               design_smoke: bool = False) -> tuple[list[Row], nbformat.NotebookNode | None]:
-    """Rows (and executed notebook) of one student's notebook; a missing or unreadable file costs no kernel."""
+               design_smoke: bool = False
+               ) -> tuple[list[Row], nbformat.NotebookNode | None, list[dict[str, str]]]:
+    """Rows (and executed notebook, and the written answers for the TAs' sheet) of one student's notebook; a
+    missing or unreadable file costs no kernel."""
     row = lambda r: Row(student, layout.name, r.exercise, r.points, r.max_points, r.status, r.message)  # noqa: E731
     tasks = [e for e in layout.exercises if e.design]
+    unanswered = manual.answer_rows(student, layout.name, layout.questions, None)[0]
     if not path.is_file():
         why = f"{layout.name} was not submitted"
         return [Row(student, layout.name, e.number, 0.0, e.points, MISSING, why) for e in layout.exercises] + \
-            [Row(student, layout.name, e.design_label, 0.0, e.design_points, MISSING, why) for e in tasks], None
+            [Row(student, layout.name, e.design_label, 0.0, e.design_points, MISSING, why) for e in tasks] + \
+            unanswered, None, []
     try:
-        submission = read_submission(layout, read_notebook(path, "submitted notebook"))
+        nb = read_notebook(path, "submitted notebook")
+        submission = read_submission(layout, nb)
     except Exception as e:  # noqa: BLE001 - whatever is wrong with one student's file must not stop the others
         cause = e.__cause__ or e
         reason = f"{layout.name} could not be read as a notebook ({type(cause).__name__}: {cause})"[:500]
         return [Row(student, layout.name, x.number, 0.0, x.points, ERROR, reason) for x in layout.exercises] + \
-            [Row(student, layout.name, x.design_label, 0.0, x.design_points, ERROR, reason) for x in tasks], None
+            [Row(student, layout.name, x.design_label, 0.0, x.design_points, ERROR, reason) for x in tasks] + \
+            unanswered, None, []
+    written, sheet = manual.answer_rows(student, layout.name, layout.questions, nb)
     outcome = grade_layout(layout, submission.solutions, lim, probe(sandbox), hide, submission.flags)
     rows = [row(r) for r in outcome.results]
     rows += [design_row(student, layout.name, e, submission.solutions.get(e.ordinal), design_smoke) for e in tasks]
     rows += [Row(student, layout.name, number, 0.0, 0.0, TAMPERED, message) for number, message in submission.tampered]
-    return rows, outcome.executed
+    return rows + written, outcome.executed, sheet
 
 
-def design_row(student: str, notebook: str, e: Exercise, slots: list[str | None] | None, smoke: bool) -> Row:
-    """The gradebook row of a design task: the configuration the student wrote (read as a literal, never run),
-    measured by the course on the held-out half of the test set; points in proportion to the targets met."""
+def measure_design(e: Exercise, slots: list[str | None] | None, smoke: bool) -> DesignResult | None:
+    """What the configuration in a design cell's solution achieves (None when the slot is still the stub): read as a
+    literal (never run) and measured by the course on the held-out half of the test set. ValueError when it cannot
+    be measured (not a literal, an unknown layer, ...), naming why. The course's models load on first use only."""
     from .. import designs
 
     assert e.design is not None
+    if not slots or slots[0] is None:
+        return None
+    config = designs.read_config(slots[0], designs.get_design(e.design).variable)
+    return designs.evaluate(e.design, config, smoke=smoke, split="held-out")
+
+
+def design_row(student: str, notebook: str, e: Exercise, slots: list[str | None] | None, smoke: bool) -> Row:
+    """The gradebook row of a design task: points in proportion to the targets met (:func:`measure_design`)."""
     what = lambda points, status, message: Row(student, notebook, e.design_label, points,  # noqa: E731
                                                e.design_points, status, message)
-    if not slots or slots[0] is None:
-        return what(0.0, FAILED, "not attempted: no configuration was written")
     try:
-        config = designs.read_config(slots[0], designs.get_design(e.design).variable)
-        result = designs.evaluate(e.design, config, smoke=smoke, split="held-out")
+        result = measure_design(e, slots, smoke)
     except ValueError as err:
         return what(0.0, FAILED, f"the configuration was not measured: {err}"[:500])
+    if result is None:
+        return what(0.0, FAILED, "not attempted: no configuration was written")
     status = PASSED if result.fraction == 1 else PARTIAL if result.fraction > 0 else FAILED
     return what(round(e.design_points * result.fraction, 2), status, result.feedback())
-
-
-def _readable(path: Path) -> nbformat.NotebookNode | None:
-    """A student's notebook for its written answers (None if missing or unreadable: the exercises' rows say why)."""
-    try:
-        return read_notebook(path, "submitted notebook") if path.is_file() else None
-    except ValueError:
-        return None
 
 
 @contextlib.contextmanager
@@ -259,13 +269,9 @@ def grade(submissions: os.PathLike | str, out: os.PathLike | str, jobs: int = 2,
     done = _run_all(workers, [(_grade_one, (s.name, s / layout.name, layout, lim, hide, sandbox, design_smoke))
                               for s in students for layout in series])
     pairs = [(s, layout) for s in students for layout in series]
-    rows, sheet = [], []
-    for (s, layout), (graded, _) in zip(pairs, done):
-        written, answers = manual.answer_rows(s.name, layout.name, layout.questions,
-                                              _readable(s / layout.name) if layout.questions else None)
-        rows += graded + written
-        sheet += answers
-    executed = {(s.name, layout.name): nb for (s, layout), (_, nb) in zip(pairs, done) if nb is not None}
+    rows = [r for rs, _, _ in done for r in rs]
+    sheet = [a for _, _, answers in done for a in answers]
+    executed = {(s.name, layout.name): nb for (s, layout), (_, nb, _) in zip(pairs, done) if nb is not None}
     seconds = time.monotonic() - started
     with _no_termination():  # a SIGTERM now waits until every file is written: never half a gradebook
         write_outputs(target, rows, executed, {"protections": box.describe(), "warnings": list(box.warnings),
@@ -293,11 +299,12 @@ def validate(notebooks_dir: os.PathLike | str = NOTEBOOKS, jobs: int = 2, timeou
         if leaked:
             problems.append(f"{layout.name}: the released version shows the rubric of {', '.join(leaked)}")
     for layout in series:
-        for e in layout.exercises:
-            if e.design:
-                r = design_row("instructor", layout.name, e, list(e.solutions), smoke=True)
-                if r.status == FAILED and r.points == 0 and "not measured" in r.message:
-                    problems.append(f"{layout.name}: design task {e.design_label}: {r.message}")
+        for e in (e for e in layout.exercises if e.design):
+            try:
+                measure_design(e, list(e.solutions), smoke=True)
+            except ValueError as err:
+                problems.append(f"{layout.name}: design task {e.design_label}: the instructor's configuration was "
+                                f"not measured: {err}")
     box = probe(sandbox)
     runs = [(layout.name, kind, solutions) for layout in series
             for kind, solutions in (("instructor", {e.ordinal: list(e.solutions) for e in layout.exercises}),

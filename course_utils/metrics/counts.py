@@ -47,7 +47,6 @@ def size_on_disk(model: nn.Module | dict[str, Any]) -> int:
     return buf.getbuffer().nbytes
 
 
-
 def _sdpa_cpu_flops(query_shape, key_shape, value_shape, *args, **kwargs) -> int:
     return sdpa_flop_count(query_shape, key_shape, value_shape)
 
