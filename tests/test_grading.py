@@ -103,6 +103,16 @@ def test_suspicious_code_is_flagged():
     assert suspicious("self.alpha = 1\nout = x * 2\nreturn out", {"exercise"}) == []
 
 
+def test_locals_of_a_function_are_not_shared_names():
+    template, _ = split_solutions("def f(x):\n    ### BEGIN SOLUTION\n    fpr = 1\n    ### END SOLUTION\n"
+                                  "    return fpr\nfor i in range(2):\n"
+                                  "    ### BEGIN SOLUTION\n    fpr = 2\n    ### END SOLUTION\n")
+    assert template.in_function() == (True, False)
+    assert suspicious("fpr = 1\nreturn fpr", {"fpr"}, in_function=True) == []
+    assert suspicious("global fpr\nfpr = 1", {"fpr"}, in_function=True) == ["line 2: rebinds the shared name 'fpr'"]
+    assert suspicious("fpr = 2", {"fpr"}) == ["line 1: rebinds the shared name 'fpr'"]
+
+
 def test_tokens_end_the_with_body_and_the_cell():
     source, inner, outer = with_tokens('with exercise(1, "t"):\n    a = 1\n    b = 2\nc = 3')
     assert source.split("\n") == ['with exercise(1, "t"):', "    a = 1", "    b = 2", f"    print({inner!r})",

@@ -79,10 +79,11 @@ def _used_names(source: str) -> set[str]:
     return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
 
 
-def suspicious(solution: str, watched: set[str]) -> list[str]:
+def suspicious(solution: str, watched: set[str], in_function: bool = False) -> list[str]:
     """Constructs in a solution that could fool a check rather than pass it: assigning to modules' or shared
     names' attributes, to builtins, ``sys.modules``, ``os.environ``, or using IPython internals. Heuristic: the
-    grader still grades the solution and only flags it for a human to look at."""
+    grader still grades the solution and only flags it for a human to look at. In a function body (``in_function``)
+    a plain assignment binds a local, so only names declared ``global`` count as rebound."""
     try:
         tree = ast.parse(textwrap.dedent(solution))
     except SyntaxError:
@@ -90,7 +91,7 @@ def suspicious(solution: str, watched: set[str]) -> list[str]:
     watched = watched | WATCHED_NAMES
     found: list[str] = []
     declared_global = {n for node in ast.walk(tree) if isinstance(node, ast.Global) for n in node.names}
-    top_level = set(map(id, tree.body))
+    top_level = set() if in_function else set(map(id, tree.body))
 
     def note(node: ast.AST, what: str) -> None:
         found.append(f"line {getattr(node, 'lineno', '?')}: {what}")
@@ -185,7 +186,8 @@ def read_submission(layout: Layout, nb: NotebookNode) -> Submission:
                 out.tampered.append((e.number, f"the cell of {label} was edited outside the solution block "
                                                f"({'; '.join(extraction.outside[:3])}): those edits were dropped"))
             names = watched | (_used_names(e.check_source) - bound_names([e.template.released()]))
-            flags = [f for s in extraction.solutions if s for f in suspicious(s, names)]
+            flags = [f for s, local in zip(extraction.solutions, e.template.in_function()) if s
+                     for f in suspicious(s, names, local)]
             if flags:
                 out.flags[e.ordinal] = flags
         _compare(out, by_id, code, used, e.check_id, e.public_check, e.number, f"the check cell of {label}")

@@ -80,6 +80,20 @@ class Template:
     def released(self) -> str:
         return self.render([None] * self.slots)
 
+    def in_function(self) -> tuple[bool, ...]:
+        """For each slot, whether it lies inside a function body (its assignments bind locals, not the
+        notebook's names): each slot is rendered as a marker statement and found in the parsed cell."""
+        markers = [f"{indent}__course_slot_{i}__ = None" for i, indent in enumerate(self.indents)]
+        try:
+            tree = ast.parse(self.render(markers))
+        except SyntaxError:
+            tree = None
+        inside: set[str] = set()
+        for node in ast.walk(tree) if tree is not None else ():
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                inside |= {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and n.id.startswith("__course_slot")}
+        return tuple(f"__course_slot_{i}__" in inside for i in range(self.slots))
+
 
 def split_solutions(source: str, what: str = "cell") -> tuple[Template, list[str]]:
     """The template of an instructor's exercise cell and its solutions (the lines between the markers)."""
