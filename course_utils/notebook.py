@@ -1,6 +1,7 @@
 """What a notebook of the series needs besides the lesson: one set-up call and tables that read everywhere.
 
-Nothing here runs at import time; a notebook calls :func:`setup_notebook` in its set-up cell.
+Nothing here runs at import time; a notebook calls :func:`setup_notebook` in its set-up cell and keeps the
+:class:`Lab` it returns (``lab.mode``, ``lab.record(...)``).
 """
 
 from __future__ import annotations
@@ -9,9 +10,17 @@ import math
 import os
 import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import torch
+
+from . import results
+from .args import check_int
+from .base import get_device
+from .paths import configure_outputs
 
 #: Warnings that say nothing a student of this course can act on (deprecations are not among them: see CANARY).
 QUIET_WARNINGS = (r".*sparse CSR support is in beta",)
@@ -36,11 +45,41 @@ def install_deprecation_canary() -> None:
         warnings.filterwarnings(action, message=message, category=category)
 
 
-def setup_notebook() -> None:
-    """Plot style, table display and warning filters for a notebook of the series (call once, at the top)."""
+@dataclass(frozen=True)
+class Lab:
+    """What every cell of a notebook shares after the set-up call: the run's mode, dataset, seed and device, and
+    one way to record a result (the notebook, mode, dataset and seed filled in)."""
+
+    notebook: str
+    mode: str
+    dataset: str
+    seed: int
+    device: str
+
+    def record(self, metrics: Mapping[str, float], *, model: str = "", norm: str = "", technique: str = "",
+               setting: str | int | float = "", seed: int | None = None) -> None:
+        """Store ``metrics`` in the results store under this notebook, mode and dataset (``seed``: this run's
+        seed unless given, e.g. for one of several student seeds). Returns nothing, so a cell ending with it
+        prints nothing."""
+        results.record(self.notebook, metrics, mode=self.mode, dataset=self.dataset, model=model, norm=norm,
+                       technique=technique, setting=setting, seed=self.seed if seed is None else seed)
+
+
+def setup_notebook(notebook: str, *, smoke: bool, dataset: str, seed: int, device: str = "cpu",
+                   figures_dir: str = "", results_path: str = "", checkpoint_dir: str = "") -> Lab:
+    """The one set-up call of a notebook of the series, with its parameters: plot style, table display and
+    warning filters; where figures, results and checkpoints go; the seed; a checked device. Bad parameters fail
+    here, before any long work, with the parameter's name."""
     import matplotlib as mpl
     import seaborn as sns
 
+    if not isinstance(smoke, bool):
+        raise ValueError(f"smoke={smoke!r} is not valid; it must be True or False")
+    if not isinstance(dataset, str) or not dataset.strip():
+        raise ValueError(f"dataset={dataset!r} is not valid; it must be a dataset name such as 'mnist_5k'")
+    seed = check_int("seed", seed)
+    get_device(device)  # ValueError naming the device when this machine does not have it
+    configure_outputs(figures_dir, results_path, checkpoint_dir)
     sns.set_theme(style="whitegrid", context="notebook")
     mpl.rcParams.update({"figure.dpi": 90, "savefig.dpi": 110, "axes.titlesize": 11})
     pd.set_option("display.width", 140)
@@ -49,6 +88,9 @@ def setup_notebook() -> None:
         warnings.filterwarnings("ignore", message=pattern)
     if os.environ.get("COURSE_DEPRECATIONS") == "error":
         install_deprecation_canary()
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    return Lab(notebook, "smoke" if smoke else "full", dataset, seed, str(device))
 
 
 Format = str | Mapping[str, str] | None

@@ -90,3 +90,5 @@ def test_plausible_mistakes_fail_and_alternatives_pass(name, tmp_path):
         row = rows["alternative", numbers[cid]]
         assert row.status == "passed", f"{name} exercise {numbers[cid]}: a correct alternative was rejected: " \
                                        f"{row.message}"
+        assert "FLAGGED" not in (row.message or ""), f"{name} exercise {numbers[cid]}: a correct alternative was " \
+                                                     f"flagged for review: {row.message}"

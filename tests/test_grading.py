@@ -111,6 +111,9 @@ def test_locals_of_a_function_are_not_shared_names():
     assert suspicious("fpr = 1\nreturn fpr", {"fpr"}, in_function=True) == []
     assert suspicious("global fpr\nfpr = 1", {"fpr"}, in_function=True) == ["line 2: rebinds the shared name 'fpr'"]
     assert suspicious("fpr = 2", {"fpr"}) == ["line 1: rebinds the shared name 'fpr'"]
+    assert suspicious("for n, p in model.named_parameters():\n    p.data = p.data * 0", {"p"}, in_function=True) == []
+    assert suspicious("p.data = 0", {"p"}, in_function=True) == ["line 1: assigns to p.data"]
+    assert suspicious("torch = 1\ntorch.allclose = f", set(), in_function=True) == ["line 2: assigns to torch.allclose"]
 
 
 def test_tokens_end_the_with_body_and_the_cell():

@@ -50,7 +50,30 @@ def test_exercises_have_solutions_and_checks(nb):
 
 def test_figures_saved_and_results_recorded(nb):
     src = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
-    assert "savefig(" in src and "results.record" in src
+    assert "savefig(" in src and "lab.record" in src
+    assert "results.record(" not in src, "record through lab.record (it fills in the notebook, mode, dataset and seed)"
+
+
+def test_one_set_up_call(nb):
+    """The set-up is one call with the notebook's parameters, in the cells the grader runs."""
+    setup = "\n".join(c.source for c in nb.cells if "setup" in c.metadata.get("tags", []))
+    number = re.search(r"^# (\d\d) ", nb.cells[0].source).group(1)
+    calls = re.findall(r'^lab = setup_notebook\("(\d\d)", smoke=smoke, dataset=dataset, seed=seed, device=device',
+                       setup, re.M)
+    assert calls == [number], f"the set-up cells must call setup_notebook({number!r}, ...) once"
+    rest = "\n".join(c.source for c in nb.cells if c.cell_type == "code" and "setup" not in c.metadata.get("tags", []))
+    assert "setup_notebook(" not in rest and "configure_outputs(" not in rest
+
+
+#: A cell a student reads in one glance: code cells other than the set-up (imports) and the checks stay within this.
+MAX_CELL_LINES = 36
+
+
+def test_cells_read_in_one_glance(nb):
+    long = {c.id: len(c.source.splitlines()) for c in nb.cells if c.cell_type == "code"
+            and "setup" not in c.metadata.get("tags", []) and "with exercise(" not in c.source
+            and len(c.source.splitlines()) > MAX_CELL_LINES}
+    assert not long, f"cells over {MAX_CELL_LINES} lines (split them where the lesson turns): {long}"
 
 
 def test_committed_outputs_are_clean(nb):

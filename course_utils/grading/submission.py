@@ -88,9 +88,12 @@ def suspicious(solution: str, watched: set[str], in_function: bool = False) -> l
         tree = ast.parse(textwrap.dedent(solution))
     except SyntaxError:
         return []
-    watched = watched | WATCHED_NAMES
     found: list[str] = []
     declared_global = {n for node in ast.walk(tree) if isinstance(node, ast.Global) for n in node.names}
+    if in_function:  # a name the block binds itself (an assignment, a loop variable) is a local, not the shared one
+        local = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+        watched = watched - (local - declared_global)
+    watched = watched | WATCHED_NAMES
     top_level = set() if in_function else set(map(id, tree.body))
 
     def note(node: ast.AST, what: str) -> None:
@@ -185,7 +188,10 @@ def read_submission(layout: Layout, nb: NotebookNode) -> Submission:
             if extraction.outside:
                 out.tampered.append((e.number, f"the cell of {label} was edited outside the solution block "
                                                f"({'; '.join(extraction.outside[:3])}): those edits were dropped"))
-            names = watched | (_used_names(e.check_source) - bound_names([e.template.released()]))
+            # what the check reads, except the names the exercise itself is meant to bind (its function, or a
+            # design cell's configuration, which the instructor's solution assigns)
+            names = watched | (_used_names(e.check_source)
+                               - bound_names([e.template.released(), e.template.render(list(e.solutions))]))
             flags = [f for s, local in zip(extraction.solutions, e.template.in_function()) if s
                      for f in suspicious(s, names, local)]
             if flags:

@@ -250,6 +250,12 @@ WRONG: dict[str, list[list[str]]] = {
 }
 
 ALTERNATIVES: dict[str, list[str]] = {
+    "ex7": [  # a uniform design, written over several lines: measurable, whatever it scores
+        ('my_sparsities = {\n'
+         '    "blocks.0.mlp.fc1": 0.9,\n'
+         '    "blocks.1.mlp.fc1": 0.9,\n'
+         '}'),
+    ],
     "ex4": [
         'return torch.stack([w.abs().pow(p).sum() ** (1 / p) for w in weight])',
     ],

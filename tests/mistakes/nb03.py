@@ -74,6 +74,16 @@ WRONG: dict[str, list[list[str]]] = {
              'return torch.clamp(torch.floor(x / scale + 0.5) + zero_point, qmin, qmax).to(torch.int32)'),
             'return (q.float() - zero_point) * scale',
         ],
+        [  # the zero point subtracted in quantize (and added back in dequantize): the grid moves the wrong way
+            ('qmin, qmax = (-(2 ** (bits - 1) - 1), 2 ** (bits - 1) - 1) if symmetric else (0, 2 ** bits - 1)\n'
+             'return torch.clamp(torch.round(x / scale) - zero_point, qmin, qmax).to(torch.int32)'),
+            'return (q.float() + zero_point) * scale',
+        ],
+        [  # the zero point added in dequantize instead of subtracted
+            ('qmin, qmax = (-(2 ** (bits - 1) - 1), 2 ** (bits - 1) - 1) if symmetric else (0, 2 ** bits - 1)\n'
+             'return torch.clamp(torch.round(x / scale) + zero_point, qmin, qmax).to(torch.int32)'),
+            'return (q.float() + zero_point) * scale',
+        ],
     ],
     "ex3": [
         [
@@ -234,9 +244,18 @@ WRONG: dict[str, list[list[str]]] = {
              'return -a, a'),
         ],
     ],
+    "ex7": [
+        ['my_bits = [3] * 26'],  # a list: which layer gets which bits?
+        ['my_bits = {"blocks.0.norm1": 2, "blocks.0.mlp.fc1": 2}'],  # a DyT is not a quantizable layer
+        ['my_bits = {"blocks.0.mlp.fc1": 1, "blocks.0.mlp.fc2": 2}'],  # 1 bit: below the grids of 2 to 8 bits
+        ['my_bits = {"blocks.0.mlp.fc1": 2.5, "blocks.0.mlp.fc2": 2}'],  # a fractional width for one layer
+    ],
 }
 
 ALTERNATIVES: dict[str, list[str]] = {
+    "ex7": [  # two layers lowered, the rest at 8 bits: measurable, whatever it scores
+        'my_bits = {"blocks.0.mlp.fc1": 4, "blocks.1.mlp.fc1": 3}',
+    ],
     "ex4": [  # torch only: running extremes with torch.minimum/maximum, torch.quantile in float64
         ('lo, hi, seen = None, None, []\n'
          'for x in batches:\n'

@@ -50,7 +50,8 @@ WRONG: dict[str, list[list[str]]] = {
             ('logits = emb_student @ emb_teacher.t() / temperature\n'
              "return F.cross_entropy(logits, torch.arange(len(logits)), reduction='sum')"),
         ],
-    ],    "ex4": [
+    ],
+    "ex4": [
         [  # the teacher left in train mode (its BatchNorm uses batch statistics and updates its running ones)
             ("with torch.no_grad():\n"
              "    t_logits, t_feats = forward_with_features(teacher, x, ['features'])\n"
@@ -155,6 +156,13 @@ WRONG: dict[str, list[list[str]]] = {
              "return loss.item()"),
         ],
     ],
+    "ex5": [  # the design task: configurations the grader cannot measure
+        ['my_recipe = ["nano", "crd", 20]'],
+        ['my_recipe = {"size": "small", "method": "kd"}'],  # the teacher's own size
+        ['my_recipe = {"size": "nano", "method": "crd", "epochs": 40}'],  # more than the recipe's 20 epochs
+        ['my_recipe = {"size": "nano", "method": "kd", "temperature": 0.5, "kd_weight": 0.9}'],
+        ['my_recipe = {"size": "nano", "method": "dkd"}'],  # a method the course does not train
+    ],
 }
 
 ALTERNATIVES: dict[str, list[str]] = {
@@ -178,4 +186,5 @@ ALTERNATIVES: dict[str, list[str]] = {
          "optimizer.step()\n"
          "return float(loss)"),
     ],
+    "ex5": ['my_recipe = {"size": "nano", "method": "kd", "temperature": 2.0, "kd_weight": 0.9}'],
 }
