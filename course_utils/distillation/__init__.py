@@ -1,5 +1,6 @@
-"""Knowledge distillation: the losses (:mod:`.losses`) and the objective that ``train.fit`` trains with
-(:mod:`.objective`). Teacher comparisons (agreement, logit cosine, CKA) live in ``course_utils.metrics``."""
+"""Knowledge distillation: the losses (:mod:`.losses`), the objective that ``train.fit`` trains with
+(:mod:`.objective`) and what a study with few student seeds can conclude (:mod:`.readings`). Teacher
+comparisons (agreement, logit cosine, CKA) live in ``course_utils.metrics``."""
 
 from .losses import (
     ContrastMemory,
@@ -29,10 +30,11 @@ from .objective import (
     teacher_outputs,
     with_indices,
 )
+from .readings import seeds_caveat, teacher_size_reading
 
 __all__ = [
     "CRDLoss", "ContrastMemory", "DistillConfig", "DistillStep", "DistillationLoss", "Embed", "FEATURES",
     "HintRegressor", "IndexedDataset", "InfoNCELoss", "LOSS_TERMS", "STEP_TERMS", "check_weights", "distill",
     "distill_step", "forward_with_features", "hint_loss", "info_nce_loss", "kd_loss", "kd_objective", "kd_weights",
-    "nce_loss", "teacher_outputs", "with_indices",
+    "nce_loss", "teacher_outputs", "with_indices", "seeds_caveat", "teacher_size_reading"
 ]

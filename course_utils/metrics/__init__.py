@@ -23,12 +23,12 @@ from .agreement import (
     predictions,
 )
 from .counts import count_flops, count_parameters, effective_parameters, size_on_disk
-from .speed import MATRIX_OPS, LatencyRatio, amdahl_speedup, benchmark, latency_ratio, op_time_breakdown
+from .speed import MATRIX_OPS, LatencyRatio, amdahl_reading, amdahl_speedup, benchmark, latency_ratio, op_time_breakdown
 
-__all__ = ["LatencyRatio", "accuracy", "amdahl_speedup", "benchmark", "compare_to_teacher", "count_flops",
-           "count_parameters", "effective_parameters", "labels", "latency_ratio", "linear_cka", "logits_and_features",
-           "MATRIX_OPS", "model_report",
-           "op_time_breakdown", "output_cosine_similarity", "predictions", "size_on_disk"]
+__all__ = ["LatencyRatio", "accuracy", "amdahl_reading", "amdahl_speedup", "benchmark", "compare_to_teacher",
+           "count_flops", "count_parameters", "effective_parameters", "labels", "latency_ratio", "linear_cka",
+           "logits_and_features", "MATRIX_OPS", "model_report", "op_time_breakdown", "output_cosine_similarity",
+           "predictions", "size_on_disk"]
 
 
 def model_report(models: dict[str, nn.Module], loader: DataLoader, example_shape: Sequence[int],

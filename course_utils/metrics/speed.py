@@ -219,3 +219,16 @@ def amdahl_speedup(matrix_share: float, flop_reduction: float, other_reduction: 
     if not 0 <= matrix_share <= 1 or flop_reduction <= 0 or other_reduction <= 0:
         raise ValueError("matrix_share must be in [0, 1]; flop_reduction and other_reduction must be > 0")
     return 1.0 / (matrix_share / flop_reduction + (1.0 - matrix_share) / other_reduction)
+
+
+def amdahl_reading(measured: float, predicted: float, tolerance: float = 0.1) -> str:
+    """How a measured speedup reads against Amdahl's prediction: beyond ``tolerance`` (relative) either way the
+    law's assumptions failed, which the caller explains with what the profiler saw."""
+    if measured <= 0 or predicted <= 0:
+        raise ValueError(f"measured={measured!r} and predicted={predicted!r} must be speedups > 0")
+    ratio = measured / predicted
+    if ratio > 1 + tolerance:
+        return "The measurement beats the prediction"
+    if ratio < 1 - tolerance:
+        return "The measurement falls short of the prediction"
+    return f"The prediction holds within {tolerance:.0%}"

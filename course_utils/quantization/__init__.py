@@ -10,7 +10,7 @@
 - :mod:`.mixed`: per-layer bit widths under a budget.
 """
 
-from .activations import activation_report, layer_inputs, outlier_stats
+from .activations import activation_report, layer_inputs, norm_output_verdict, outlier_stats
 from .fake import (
     QUANTIZABLE,
     FakeQuantLayer,
@@ -20,7 +20,7 @@ from .fake import (
     quantizable_layers,
     set_bits,
 )
-from .half import HALF_DTYPES, HalfPrecision
+from .half import HALF_DTYPES, HalfPrecision, half_speed_reading, pace
 from .int8 import (
     OBSERVERS,
     compile_int8,
@@ -67,13 +67,13 @@ from .primitives import (
 from .pt2e import bound_qparams, dyt_bound, placement_summary, qdq_placement, set_bound_qparams
 
 __all__ = [
-    "FakeQuantLayer", "FakeQuantizeSTE", "HALF_DTYPES", "HalfPrecision", "IntegerLinear", "MAX_BITS", "MIN_BITS",
-    "OBSERVERS", "OBSERVER_METHODS", "QUANTIZABLE", "activation_report", "assignment_loss", "average_bits",
-    "bound_qparams", "calibrate", "check_bits", "compile_int8", "dequantize", "describe_assignment", "dynamic_int8",
-    "dyt_bound", "export_model", "fake_quant_layers", "fake_quantize", "fake_quantize_model", "greedy_bit_allocation",
-    "greedy_bit_path", "int_linear", "integer_linear_model", "layer_inputs", "layer_ranges", "layer_sensitivity",
-    "observe_range", "onednn_int_linear", "outlier_stats", "placement_summary", "pt2e_quantizer", "ptq_int8",
-    "qat_int8_convert", "qat_int8_prepare", "qdq_placement", "qparams_from_range", "qrange", "quantizable_layers",
-    "quantization_error", "quantize", "scale_zero_point", "set_bits", "set_bound_qparams", "static_int8",
-    "weight_only_int8", "weight_sizes",
+    "FakeQuantLayer", "FakeQuantizeSTE", "HALF_DTYPES", "HalfPrecision", "IntegerLinear", "half_speed_reading",
+    "pace", "MAX_BITS", "MIN_BITS", "OBSERVERS", "OBSERVER_METHODS", "QUANTIZABLE", "activation_report",
+    "assignment_loss", "average_bits", "bound_qparams", "calibrate", "check_bits", "compile_int8", "dequantize",
+    "describe_assignment", "dynamic_int8", "dyt_bound", "export_model", "fake_quant_layers", "fake_quantize",
+    "fake_quantize_model", "greedy_bit_allocation", "greedy_bit_path", "int_linear", "integer_linear_model",
+    "layer_inputs", "layer_ranges", "layer_sensitivity", "observe_range", "onednn_int_linear", "outlier_stats",
+    "placement_summary", "pt2e_quantizer", "ptq_int8", "qat_int8_convert", "qat_int8_prepare", "qdq_placement",
+    "qparams_from_range", "qrange", "quantizable_layers", "quantization_error", "quantize", "scale_zero_point",
+    "set_bits", "set_bound_qparams", "static_int8", "weight_only_int8", "weight_sizes", "norm_output_verdict"
 ]

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
 from ..modules import capture, of_type
+from ..stats import Comparison
 from .primitives import _EPS, quantization_error
 
 
@@ -49,3 +50,22 @@ def activation_report(model: nn.Module, x: torch.Tensor, bits: Sequence[int] = (
             row[f"sqnr_db_{b}bit"] = quantization_error(act, b)["sqnr_db"]
         rows.append(row)
     return rows
+
+
+def norm_output_verdict(sqnr_gap_4bit: float, dyt: Mapping[str, float], layernorm: Mapping[str, float],
+                        w4a4: Comparison, worst_input: str, rescued_accuracy: float) -> str:
+    """Are DyT's bounded norm outputs easier to quantize than LayerNorm's? The answer from the 4-bit SQNR gap of the
+    norm outputs (dB, DyT minus LayerNorm; more than 1 dB either way counts), their outlier statistics
+    (``max_over_std``, ``kurtosis``) and the end-to-end W4A4 comparison of the two drops."""
+    gap = sqnr_gap_4bit
+    if gap > 1 and w4a4.significant and w4a4.diff < 0:
+        return (f"Partly. DyT's bounded norm outputs ARE easier to quantize ({gap:+.1f} dB SQNR at 4 bits, max/std "
+                f"{dyt['max_over_std']:.1f} vs {layernorm['max_over_std']:.1f}, kurtosis {dyt['kurtosis']:.1f} vs "
+                f"{layernorm['kurtosis']:.1f}), yet W4A4 PTQ costs DyT more: the damage comes from an input no norm "
+                f"bounds, {worst_input}. Keeping that one input at 8 bits brings DyT W4A4 to {rescued_accuracy:.1%}.")
+    if gap > 1:
+        return (f"Yes for the norm outputs ({gap:+.1f} dB SQNR at 4 bits, max/std {dyt['max_over_std']:.1f} vs "
+                f"{layernorm['max_over_std']:.1f}); end to end the W4A4 difference is within noise on this run.")
+    if gap < -1:
+        return f"No: LayerNorm's outputs are easier to quantize here ({-gap:.1f} dB more SQNR at 4 bits)."
+    return f"No clear difference: the 4-bit SQNR of the norm outputs differs by {gap:+.1f} dB."
