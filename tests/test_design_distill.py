@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import threading
 
-import nbformat
 import pytest
-from nbformat.v4 import new_code_cell
+from design_grading import grade_design_answers
 
-from course_utils import designs, grading
+from course_utils import designs
 from course_utils.designs import distill_budget
-from course_utils.grading.report import read_gradebook
 from course_utils.metrics import count_parameters
 from course_utils.models import VIT_PRESETS, build_model
 from course_utils.steps import STUDENT
@@ -105,27 +103,10 @@ def test_the_same_answer_measured_twice_at_once_trains_once(trainings):
 
 
 def test_the_grader_measures_the_written_recipe(tmp_path, trainings):
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [new_code_cell("from course_utils.checks import exercise, expect", id="setup",
-                              metadata={"tags": ["setup"]}),
-                new_code_cell("# DESIGN: distill-budget (4 points)\n### BEGIN SOLUTION\nmy_recipe = "
-                              f"{REFERENCE!r}\n### END SOLUTION", id="design"),
-                new_code_cell('# NBVAL_CHECK_OUTPUT\nwith exercise(1, "a recipe"):\n'
-                              '    expect(isinstance(my_recipe, dict), "give a dict")', id="check")]
-    (tmp_path / "nbs").mkdir()
-    nbformat.write(nb, tmp_path / "nbs" / "01_design.ipynb")
-    layout = grading.instructor_layout(tmp_path / "nbs" / "01_design.ipynb")
-    assert (layout.exercises[0].design, layout.exercises[0].design_points) == ("distill-budget", 4.0)
     expected = designs.evaluate("distill-budget", REFERENCE, smoke=True, split="held-out")
     answers = {"ann": repr(REFERENCE), "bea": repr(REFERENCE), "bob": "dict(size='nano', method='kd')",
                "cy": "{'size': 'small', 'method': 'kd'}"}
-    for student, config in answers.items():
-        released = grading.student_notebook(layout)
-        released.cells[1].source = released.cells[1].source.replace(grading.STUB, f"my_recipe = {config}")
-        (tmp_path / "subs" / student).mkdir(parents=True)
-        nbformat.write(released, tmp_path / "subs" / student / "01_design.ipynb")
-    grading.grade(tmp_path / "subs", tmp_path / "out", notebooks_dir=tmp_path / "nbs", design_smoke=True)
-    rows = {(r["student"], r["exercise"]): r for r in read_gradebook(tmp_path / "out" / "gradebook.csv")}
+    rows = grade_design_answers(tmp_path, "distill-budget", "my_recipe", REFERENCE, answers)
     assert trainings == ["crd"]  # the notebook's measurement and two identical answers: one training
     for student in ("ann", "bea"):
         row = rows[student, "1 design"]

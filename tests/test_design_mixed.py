@@ -46,7 +46,7 @@ def test_measuring_quantizes_like_section_7_and_is_deterministic():
     config = UNIFORM3 | {"blocks.3.mlp.fc1": 2, "blocks.3.mlp.fc2": 2, "patch_embed": 8}
     first = designs.evaluate("mixed-budget", config, smoke=True, split="dev")
     assert designs.evaluate("mixed-budget", config, smoke=True, split="dev").measured == first.measured
-    dense, data = M._dense(True)
+    dense, data = designs.baseline(True)
     qm = Q.set_bits(Q.fake_quantize_model(dense, 8), config, None)
     xy = designs.split_data(data, "dev")
     assert first.measured["drop_points"] == pytest.approx(100 * (accuracy(dense, xy) - accuracy(qm, xy)))

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import nbformat
 import pytest
 import torch
-from nbformat.v4 import new_code_cell
+from design_grading import grade_design_answers
 
-from course_utils import designs, grading
+from course_utils import designs
 from course_utils.data import get_data, labels_of
 from course_utils.designs.pruning_budget import kept_percent, layer_names, prune_layers
-from course_utils.grading.report import read_gradebook
 from course_utils.models import build_model
 from course_utils.pruning import prunable_layers
 
@@ -77,24 +75,8 @@ def test_measuring_is_deterministic_and_keeps_the_sparsity():
 
 
 def test_the_grader_measures_the_written_configuration(tmp_path):
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [new_code_cell("from course_utils.checks import exercise, expect", id="setup",
-                              metadata={"tags": ["setup"]}),
-                new_code_cell("# DESIGN: prune-budget (4 points)\n### BEGIN SOLUTION\nmy_sparsities = "
-                              f"{BLOCKS!r}\n### END SOLUTION", id="design"),
-                new_code_cell('# NBVAL_CHECK_OUTPUT\nwith exercise(1, "a configuration"):\n'
-                              '    expect(isinstance(my_sparsities, dict), "give a dict")', id="check")]
-    (tmp_path / "nbs").mkdir()
-    nbformat.write(nb, tmp_path / "nbs" / "01_design.ipynb")
-    layout = grading.instructor_layout(tmp_path / "nbs" / "01_design.ipynb")
-    assert (layout.exercises[0].design, layout.exercises[0].design_points) == ("prune-budget", 4.0)
-    for student, config in (("ann", repr(BLOCKS)), ("bob", "{k: 0.9 for k in ['head']}")):
-        released = grading.student_notebook(layout)
-        released.cells[1].source = released.cells[1].source.replace(grading.STUB, f"my_sparsities = {config}")
-        (tmp_path / "subs" / student).mkdir(parents=True)
-        nbformat.write(released, tmp_path / "subs" / student / "01_design.ipynb")
-    grading.grade(tmp_path / "subs", tmp_path / "out", notebooks_dir=tmp_path / "nbs", design_smoke=True)
-    rows = {(r["student"], r["exercise"]): r for r in read_gradebook(tmp_path / "out" / "gradebook.csv")}
+    rows = grade_design_answers(tmp_path, "prune-budget", "my_sparsities", BLOCKS,
+                                {"ann": repr(BLOCKS), "bob": "{k: 0.9 for k in ['head']}"})
     ann, bob = rows["ann", "1 design"], rows["bob", "1 design"]
     expected = designs.evaluate("prune-budget", BLOCKS, smoke=True, split="held-out")
     assert float(ann["points"]) == round(4 * expected.fraction, 2) and ann["message"] == expected.feedback()

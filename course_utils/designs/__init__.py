@@ -10,11 +10,15 @@ import importlib
 import pkgutil
 
 from .registry import (
+    DATASET,
     DESIGNS,
+    SEED,
     SPLITS,
     DesignResult,
     DesignTask,
     Target,
+    baseline,
+    check_per_layer,
     evaluate,
     get_design,
     read_config,
@@ -26,5 +30,5 @@ from .registry import (
 for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):  # importing a task module registers it
     importlib.import_module(f"{__name__}.{_module}")
 
-__all__ = ["DESIGNS", "SPLITS", "DesignResult", "DesignTask", "Target", "evaluate", "get_design", "read_config",
-           "register_design", "split_data", "split_indices"]
+__all__ = ["DATASET", "DESIGNS", "SEED", "SPLITS", "DesignResult", "DesignTask", "Target", "baseline",
+           "check_per_layer", "evaluate", "get_design", "read_config", "register_design", "split_data", "split_indices"]

@@ -20,17 +20,16 @@ from typing import Any
 from filelock import FileLock
 from torch import nn
 
-from ..baselines import baseline_config, checkpoint_name, get_baseline
+from ..baselines import baseline_config, checkpoint_name
 from ..checkpoints import train_or_load
-from ..data import DataBundle, get_data
 from ..metrics import accuracy, benchmark, count_parameters, latency_ratio
 from ..models import VIT_PRESETS, build_model
 from ..paths import checkpoint_path
 from ..steps import STUDENT, STUDENT_EPOCHS, STUDENT_METHODS, distill_student, student_losses
 from ..storage import ensure_writable_dir
-from .registry import DesignResult, DesignTask, Target, register_design, split_data
+from .registry import DATASET, SEED, DesignResult, DesignTask, Target, baseline, register_design, split_data
 
-DATASET, SEED, TEACHER = "mnist_5k", 0, "small"  # notebook 01's ViT-DyT baseline, as notebook 04 loads it
+TEACHER = "small"  # the size of notebook 01's ViT-DyT baseline (registry.baseline), as notebook 04 loads it
 #: Limits, from notebook 04's recipes measured on the dev half (seed 0): ViT-nano runs at about 50% of the teacher's
 #: batch-1 latency, ViT-tiny at about 72% (so tiny, which loses no accuracy even from scratch, misses it); nano
 #: students lose 0.6-1.4 points with KD, FitNets, CRD or InfoNCE (the zoo's recipe), 2.4 with CRD+KD, 3.0 from scratch.
@@ -40,14 +39,6 @@ TEMPERATURES = (1.0, 10.0)  # the KD temperatures a configuration may ask for (n
 #: does not decide the result; three repeats of the same nano student with 15 rounds each spanned 48.8-50.6%.
 LATENCY_ROUNDS = {False: (15, 0.05), True: (3, 0.01)}
 KEYS = ("size", "method", "temperature", "kd_weight", "epochs")
-
-
-@lru_cache(maxsize=2)
-def _teacher(smoke: bool) -> tuple[nn.Module, DataBundle]:
-    data = get_data(DATASET, smoke=smoke, seed=SEED)
-    model = get_baseline("vit", "dyt", dataset=DATASET, smoke=smoke, seed=SEED, size=TEACHER, data=data,
-                         device="cpu", progress=False, verbose=False)[0]
-    return model, data
 
 
 @lru_cache(maxsize=1)
@@ -100,7 +91,7 @@ def recipe(config: dict[str, Any], smoke: bool) -> dict[str, Any]:
 
 def train_student(config: dict[str, Any], smoke: bool) -> nn.Module:
     """The student of a checked configuration: loaded from its checkpoint when this recipe was trained before."""
-    teacher, data = _teacher(smoke)
+    teacher, data = baseline(smoke)
     r = recipe(config, smoke)
     key = {**baseline_config("vit", "dyt", DATASET, smoke, SEED, size=TEACHER), "student": r}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
@@ -115,7 +106,7 @@ def train_student(config: dict[str, Any], smoke: bool) -> nn.Module:
 
 
 def measure(config: dict[str, Any], smoke: bool, split: str) -> DesignResult:
-    teacher, data = _teacher(smoke)
+    teacher, data = baseline(smoke)
     student = train_student(config, smoke)
     rounds, seconds = LATENCY_ROUNDS[smoke]
     bench = benchmark({"student": student, "teacher": teacher}, data.info.input_shape, (1,), rounds=rounds,

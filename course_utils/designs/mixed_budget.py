@@ -17,26 +17,13 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
-from torch import nn
-
-from ..baselines import get_baseline
-from ..data import DataBundle, get_data
 from ..metrics import accuracy
 from ..quantization import average_bits, fake_quantize_model, set_bits, weight_sizes
-from .registry import DesignResult, DesignTask, Target, register_design, split_data
+from .registry import DesignResult, DesignTask, Target, baseline, check_per_layer, register_design, split_data
 
-DATASET, SEED = "mnist_5k", 0
 BUDGET_BITS, MAX_DROP = 2.5, 1.0  # average bits per weight (parameter-weighted); accuracy points
 ZERO_BITS = 3.0  # the size earns nothing from here on: uniform 3 bits, the answer the budget is there to rule out
 MIN_BITS, MAX_BITS = 2, 8  # the widths a layer may take; a layer left out keeps MAX_BITS
-
-
-@lru_cache(maxsize=2)
-def _dense(smoke: bool) -> tuple[nn.Module, DataBundle]:
-    data = get_data(DATASET, smoke=smoke, seed=SEED)
-    model = get_baseline("vit", "dyt", dataset=DATASET, smoke=smoke, seed=SEED, data=data, device="cpu",
-                         progress=False, verbose=False)[0]
-    return model, data
 
 
 @lru_cache(maxsize=1)
@@ -66,21 +53,13 @@ def budget_kb() -> float:
 
 def check(config: Any) -> dict[str, int]:
     """``{layer name: bits, an int from 2 to 8}``; ValueError naming the first problem."""
-    if not isinstance(config, dict) or not config:
-        raise ValueError(f"give a non-empty dict {{layer name: bits}}, not {type(config).__name__}")
-    names = layer_names()
-    unknown = [k for k in config if k not in names]
-    if unknown:
-        raise ValueError(f"{unknown[:3]} are not quantizable layers of the ViT; the layers are {names}")
-    bad = {k: v for k, v in config.items()
-           if isinstance(v, bool) or not isinstance(v, int) or not MIN_BITS <= v <= MAX_BITS}
-    if bad:
-        raise ValueError(f"bits must be whole numbers from {MIN_BITS} to {MAX_BITS}: {bad}")
-    return dict(config)
+    return check_per_layer(config, layer_names(), "quantizable", "bits",
+                           lambda v: isinstance(v, int) and MIN_BITS <= v <= MAX_BITS,
+                           f"bits must be whole numbers from {MIN_BITS} to {MAX_BITS}")
 
 
 def measure(bits: dict[str, int], smoke: bool, split: str) -> DesignResult:
-    dense, data = _dense(smoke)
+    dense, data = baseline(smoke)
     qmodel = set_bits(fake_quantize_model(dense, MAX_BITS), bits, None)  # a copy; activations stay fp32
     sizes = weight_sizes(qmodel)
     kb = size_kb(bits, sizes)

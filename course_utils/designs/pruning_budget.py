@@ -10,29 +10,26 @@ test set (a paired difference: the noise of 500 images is mostly shared by both)
 from __future__ import annotations
 
 import copy
-from functools import lru_cache
 from typing import Any
 
 from torch import nn
 
-from ..baselines import get_baseline
-from ..data import DataBundle, get_data
 from ..metrics import accuracy
 from ..modules import fold_masks
 from ..pruning import global_sparsity, layerwise_prune, prunable_layers
 from ..steps import finetune
-from .registry import DesignResult, DesignTask, Target, register_design, split_data
+from .registry import (
+    SEED,
+    DesignResult,
+    DesignTask,
+    Target,
+    baseline,
+    check_per_layer,
+    register_design,
+    split_data,
+)
 
-DATASET, SEED = "mnist_5k", 0
 MAX_KEPT, MAX_DROP = 25.0, 1.0  # percent of the prunable weights; accuracy points
-
-
-@lru_cache(maxsize=2)
-def _dense(smoke: bool) -> tuple[nn.Module, DataBundle]:
-    data = get_data(DATASET, smoke=smoke, seed=SEED)
-    model = get_baseline("vit", "dyt", dataset=DATASET, smoke=smoke, seed=SEED, data=data, device="cpu",
-                         progress=False, verbose=False)[0]
-    return model, data
 
 
 def layer_names() -> list[str]:
@@ -44,16 +41,9 @@ def layer_names() -> list[str]:
 
 def check(config: Any) -> dict[str, float]:
     """``{layer name: sparsity in [0, 1)}``; ValueError naming the first problem."""
-    if not isinstance(config, dict) or not config:
-        raise ValueError(f"give a non-empty dict {{layer name: sparsity}}, not {type(config).__name__}")
-    names = layer_names()
-    unknown = [k for k in config if k not in names]
-    if unknown:
-        raise ValueError(f"{unknown[:3]} are not prunable layers of the ViT; the layers are {names}")
-    bad = {k: v for k, v in config.items()
-           if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1}
-    if bad:
-        raise ValueError(f"sparsities must be numbers in [0, 1): {bad}")
+    config = check_per_layer(config, layer_names(), "prunable", "sparsity",
+                             lambda v: isinstance(v, (int, float)) and 0 <= v < 1,
+                             "sparsities must be numbers in [0, 1)")
     return {k: float(v) for k, v in config.items()}
 
 
@@ -72,7 +62,7 @@ def kept_percent(model: nn.Module) -> float:
 
 
 def measure(sparsities: dict[str, float], smoke: bool, split: str) -> DesignResult:
-    dense, data = _dense(smoke)
+    dense, data = baseline(smoke)
     model = prune_layers(copy.deepcopy(dense), sparsities)
     finetune(model, data, "vit", seed=SEED, smoke=smoke)
     fold_masks(model)

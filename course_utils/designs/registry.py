@@ -10,16 +10,21 @@ the student the same measurement on the other half (the *dev* half), so nobody t
 from __future__ import annotations
 
 import ast
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import torch
+from torch import nn
 
 from ..args import check_choice
-from ..data import SAMPLE_SEED, DataBundle, labels_of
+from ..baselines import get_baseline
+from ..data import SAMPLE_SEED, DataBundle, get_data, labels_of
 
 SPLITS = ("dev", "held-out")
+#: Every task starts from notebook 01's ViT-DyT baseline on the course's default data and seed.
+DATASET, SEED = "mnist_5k", 0
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,32 @@ def read_config(source: str, variable: str) -> Any:
     except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError) as e:
         raise ValueError(f"`{variable}` must be written out as a literal (numbers, strings, lists, dicts), "
                          f"not computed ({type(e).__name__})") from e
+
+
+@lru_cache(maxsize=2)
+def baseline(smoke: bool) -> tuple[nn.Module, DataBundle]:
+    """Notebook 01's ViT-DyT baseline and its data, loaded once per process for every task (tasks measure copies
+    of it or use it as it is, never change it)."""
+    data = get_data(DATASET, smoke=smoke, seed=SEED)
+    model = get_baseline("vit", "dyt", dataset=DATASET, smoke=smoke, seed=SEED, data=data, device="cpu",
+                         progress=False, verbose=False)[0]
+    return model, data
+
+
+def check_per_layer(config: Any, names: Sequence[str], kind: str, value: str, valid: Callable[[Any], bool],
+                    rule: str) -> dict[str, Any]:
+    """A ``{layer name: value}`` configuration over the ViT's ``kind`` layers (``names``): a non-empty dict whose
+    keys are layer names and whose values pass ``valid`` (never a bool); ValueError naming the first problem, with
+    ``rule`` saying what a value must be."""
+    if not isinstance(config, dict) or not config:
+        raise ValueError(f"give a non-empty dict {{layer name: {value}}}, not {type(config).__name__}")
+    unknown = [k for k in config if k not in names]
+    if unknown:
+        raise ValueError(f"{unknown[:3]} are not {kind} layers of the ViT; the layers are {list(names)}")
+    bad = {k: v for k, v in config.items() if isinstance(v, bool) or not valid(v)}
+    if bad:
+        raise ValueError(f"{rule}: {bad}")
+    return dict(config)
 
 
 def split_indices(bundle: DataBundle, split: str) -> torch.Tensor:
