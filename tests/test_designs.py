@@ -67,6 +67,16 @@ def test_pruning_the_named_layers_matches_torch_prune_and_counts_what_is_kept():
     assert kept_percent(model) == pytest.approx(100 * (total - zeros) / total)
 
 
+def test_every_task_gets_its_own_copy_of_the_baseline():
+    first, data = designs.baseline(True)
+    for p in first.parameters():
+        p.requires_grad_(False)  # what distilling from it as a teacher does
+    again, data_again = designs.baseline(True)
+    assert again is not first and data_again is data
+    assert all(p.requires_grad for p in again.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values()))
+
+
 def test_measuring_is_deterministic_and_keeps_the_sparsity():
     first = designs.evaluate("prune-budget", BLOCKS, smoke=True, split="dev")
     again = designs.evaluate("prune-budget", BLOCKS, smoke=True, split="dev")

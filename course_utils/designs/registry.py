@@ -10,6 +10,7 @@ the student the same measurement on the other half (the *dev* half), so nobody t
 from __future__ import annotations
 
 import ast
+import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -109,13 +110,19 @@ def read_config(source: str, variable: str) -> Any:
 
 
 @lru_cache(maxsize=2)
-def baseline(smoke: bool) -> tuple[nn.Module, DataBundle]:
-    """Notebook 01's ViT-DyT baseline and its data, loaded once per process for every task (tasks measure copies
-    of it or use it as it is, never change it)."""
+def _load_baseline(smoke: bool) -> tuple[nn.Module, DataBundle]:
     data = get_data(DATASET, smoke=smoke, seed=SEED)
     model = get_baseline("vit", "dyt", dataset=DATASET, smoke=smoke, seed=SEED, data=data, device="cpu",
                          progress=False, verbose=False)[0]
     return model, data
+
+
+def baseline(smoke: bool) -> tuple[nn.Module, DataBundle]:
+    """Notebook 01's ViT-DyT baseline and its data, loaded once per process for every task; each call gets its own
+    copy of the model, so what one task does to it (distillation freezes a teacher's parameters) never reaches
+    another."""
+    model, data = _load_baseline(smoke)
+    return copy.deepcopy(model), data
 
 
 def check_per_layer(config: Any, names: Sequence[str], kind: str, value: str, valid: Callable[[Any], bool],
